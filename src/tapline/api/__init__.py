@@ -1,0 +1,1 @@
+"""REST API (FastAPI) over the service layer; routes hold no business logic."""

@@ -1,0 +1,42 @@
+"""The FastAPI application: REST under /api/v1, the console page at /."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from tapline import __version__
+from tapline.api import sites
+from tapline.api.errors import install_error_handlers
+from tapline.services import Services
+
+UI_DIR = Path(__file__).resolve().parent.parent / "ui"
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="tapline",
+        version=__version__,
+        description="二次供水泵房云边协同监控平台 · secondary water supply pump-room monitoring and control",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+
+    api = APIRouter(prefix="/api/v1")
+    api.include_router(sites.router)
+    app.include_router(api)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> HTMLResponse:
+        return HTMLResponse((UI_DIR / "index.html").read_text(encoding="utf-8"))
+
+    return app

@@ -1,0 +1,181 @@
+"""Composition root: builds every process (demo, serve, edge) from its typed settings.
+
+Nothing else constructs long-lived objects or wires them together; entry points call these functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from tapline.api.app import create_app
+from tapline.broker import EmbeddedBroker, pick_port
+from tapline.config import DemoSettings, EdgeSettings, ServeSettings
+from tapline.edge.app import Gateway, GatewaySettings
+from tapline.edge.config import DeviceConfig, PollConfig, RoomConfig, TcpBus, load_room
+from tapline.ingest.host import IngestService
+from tapline.ingest.live import LiveState
+from tapline.logs import get_logger
+from tapline.mqtt import BrokerUrl, run_session
+from tapline.services import Services
+from tapline.sim.runner import SimRoom, SimulatedCity
+from tapline.store.telemetry import TelemetryStore, open_telemetry_store
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Cloud:
+    """The cloud side in one process: ingest (host application), store, services, HTTP API."""
+
+    store: TelemetryStore
+    live: LiveState
+    ingest: IngestService
+    services: Services
+    broker: BrokerUrl
+    host_id: str = "tapline"
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self.ingest.run_writer(), name="ingest-writer")
+            tasks.create_task(self._rollups(), name="rollups")
+            tasks.create_task(
+                run_session(
+                    self.broker,
+                    f"tapline-host-{self.host_id}",
+                    on_connect=self.ingest.on_connect,
+                    on_message=self.ingest.on_message,
+                    on_disconnect=self.ingest.on_disconnect,
+                    will_factory=self.ingest.will,
+                ),
+                name="ingest-mqtt",
+            )
+
+    async def _rollups(self) -> None:
+        from tapline.edge.poller import wall_ms
+
+        while True:
+            await asyncio.sleep(30)
+            with contextlib.suppress(Exception):
+                await self.store.rollup(wall_ms())
+
+
+async def build_cloud(store_url: str, broker: BrokerUrl, host_id: str = "tapline") -> Cloud:
+    store = open_telemetry_store(store_url)
+    await store.open()
+    live = LiveState()
+    ingest = IngestService(store, live, host_id=host_id)
+    return Cloud(store, live, ingest, Services(live, store), broker, host_id)
+
+
+def room_config(
+    room: SimRoom, port: int, fast_s: float, slow_s: float, host: str = "127.0.0.1"
+) -> RoomConfig:
+    """The gateway config of a simulated room: one TCP bus to its Modbus server, every device on it."""
+    return RoomConfig(
+        site=room.spec.site_id,
+        district=room.spec.district,
+        name=room.name,
+        buses=(TcpBus(name="lan", host=host, port=port, timeout_s=0.5, retries=0),),
+        devices=tuple(DeviceConfig(name=s.name, bus="lan", unit=s.unit, map=s.map_name) for s in room.layout),
+        poll=PollConfig(fast_s=fast_s, slow_s=slow_s, full_refresh_s=300.0),
+    )
+
+
+async def serve_http(
+    app_services: Services, host: str, port: int, extras: dict[str, object] | None = None
+) -> None:
+    app = create_app(app_services)
+    for key, value in (extras or {}).items():
+        setattr(app.state, key, value)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    # Ctrl-C belongs to asyncio.run (it cancels the whole task tree); uvicorn must not take SIGINT.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    try:
+        await server.serve()
+    finally:
+        server.should_exit = True
+
+
+async def run_demo(settings: DemoSettings) -> None:
+    """Everything on one machine: embedded broker, simulated rooms, gateways, cloud, console."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    http_port, http_moved = pick_port(settings.host, settings.port)
+    broker_port, broker_moved = pick_port(settings.host, settings.broker_port)
+    if http_moved:
+        print(f"port {settings.port} is in use; the console uses port {http_port} instead", file=sys.stderr)
+    if broker_moved:
+        print(
+            f"MQTT port {settings.broker_port} is in use; the broker uses port {broker_port} instead",
+            file=sys.stderr,
+        )
+    broker = EmbeddedBroker(settings.host, broker_port)
+    await broker.start()
+    city = SimulatedCity.build(settings.sites, settings.districts, seed=settings.seed, host=settings.host)
+    city.speed = settings.speed
+    await city.start()
+    broker_url = BrokerUrl.parse(broker.url)
+    cloud = await build_cloud(f"sqlite:///{data_dir / 'telemetry.db'}", broker_url)
+    cloud.services.extras["sim"] = city
+    for room in city.rooms.values():
+        cloud.live.register(room.spec.site_id, room.spec.district, room.name)
+    gateways = [
+        Gateway(
+            room_config(room, room.server.port, settings.fast_poll_s, settings.slow_poll_s, settings.host),
+            {slot.name: slot.register_map for slot in room.layout},
+            GatewaySettings(broker=broker_url, data_dir=data_dir / "edge"),
+        )
+        for room in city.rooms.values()
+    ]
+    print(f"tapline demo: {len(city.rooms)} pump rooms in {len(city.districts)} districts", flush=True)
+    print(f"  console  http://{settings.host}:{http_port}/", flush=True)
+    print(f"  API      http://{settings.host}:{http_port}/api/v1/sites", flush=True)
+    print(f"  broker   {broker.url}", flush=True)
+    print(f"  data     {data_dir}", flush=True)
+    print("  Ctrl-C stops everything.", flush=True)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(city.run(), name="sim")
+            tasks.create_task(cloud.run(), name="cloud")
+            tasks.create_task(serve_http(cloud.services, settings.host, http_port), name="http")
+            for gateway in gateways:
+                tasks.create_task(gateway.run(), name=f"gateway-{gateway.room.site}")
+    finally:
+        with contextlib.suppress(Exception):
+            await cloud.ingest.flush()
+        await cloud.store.close()
+        await city.stop()
+        await broker.stop()
+
+
+async def run_serve(settings: ServeSettings) -> None:
+    cloud = await build_cloud(settings.db, BrokerUrl.parse(settings.broker), settings.host_id)
+    print(f"tapline serve: http://{settings.host}:{settings.port}/ (broker {settings.broker})", flush=True)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(cloud.run(), name="cloud")
+            tasks.create_task(serve_http(cloud.services, settings.host, settings.port), name="http")
+    finally:
+        with contextlib.suppress(Exception):
+            await cloud.ingest.flush()
+        await cloud.store.close()
+
+
+async def run_edge(settings: EdgeSettings) -> None:
+    room, maps = load_room(Path(settings.config))
+    gateway = Gateway(
+        room,
+        maps,
+        GatewaySettings(
+            broker=BrokerUrl.parse(settings.broker),
+            data_dir=settings.data_dir,
+            primary_host=settings.primary_host,
+        ),
+    )
+    await gateway.run()

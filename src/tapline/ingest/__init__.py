@@ -1,0 +1,1 @@
+"""Cloud ingest: the Sparkplug primary host application, the latest-value cache and batched writes."""

@@ -1,0 +1,173 @@
+"""Register maps: the YAML format that describes one Modbus device model.
+
+Rules:
+- A map lists points; each point names its table (coil, discrete, holding, input), its start address
+  (0-based protocol address), its wire type and, for 32-bit types, the word order.
+- ``value = raw * scale + offset``; booleans have no scale. The engineering datatype defaults from the
+  wire type and scale (a scaled integer is a float), and can be set explicitly (``datatype: int``).
+- Only points marked ``writable`` may ever be written, by the gateway or by anything else.
+- Validation errors name the file, the point and the field (the gateway refuses to start on them).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tapline.domain.model import DataType, PointSpec
+
+MAPS_DIR = Path(__file__).parent / "maps"
+
+
+class Table(StrEnum):
+    COIL = "coil"  # read/write bits (FC1, FC5/15)
+    DISCRETE = "discrete"  # read-only bits (FC2)
+    HOLDING = "holding"  # read/write registers (FC3, FC6/16)
+    INPUT = "input"  # read-only registers (FC4)
+
+    @property
+    def is_bit(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE)
+
+
+class WireType(StrEnum):
+    BOOL = "bool"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    FLOAT32 = "float32"
+
+    @property
+    def words(self) -> int:
+        return {WireType.BOOL: 1, WireType.INT16: 1, WireType.UINT16: 1}.get(self, 2)
+
+
+class MapError(ValueError):
+    """A register map or room file is invalid; the message names the file and field."""
+
+
+class RegisterPoint(BaseModel):
+    """One point of a device model, as it sits in the device's registers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+    table: Table
+    address: Annotated[int, Field(ge=0, le=65535)]
+    type: WireType
+    word_order: Literal["big", "little"] = "big"
+    scale: float = 1.0
+    offset: float = 0.0
+    datatype: DataType | None = None
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    poll: Literal["fast", "slow"] = "fast"
+    deadband: Annotated[float, Field(ge=0.0)] = 0.0
+    writable: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegisterPoint:
+        if self.table.is_bit != (self.type is WireType.BOOL):
+            raise ValueError(f"type {self.type.value} does not fit table {self.table.value}")
+        if self.writable and self.table in (Table.DISCRETE, Table.INPUT):
+            raise ValueError(f"a {self.table.value} point cannot be writable")
+        if self.scale == 0:
+            raise ValueError("scale must not be 0")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError("low must not exceed high")
+        return self
+
+    @property
+    def words(self) -> int:
+        return self.type.words
+
+    @property
+    def engineering_type(self) -> DataType:
+        if self.datatype is not None:
+            return self.datatype
+        if self.type is WireType.BOOL:
+            return DataType.BOOL
+        if self.type is WireType.FLOAT32 or self.scale != 1.0 or self.offset != 0.0:
+            return DataType.FLOAT
+        return DataType.INT
+
+    def spec(self, device: str) -> PointSpec:
+        return PointSpec(
+            device=device,
+            name=self.name,
+            datatype=self.engineering_type,
+            unit=self.unit,
+            low=self.low,
+            high=self.high,
+            writable=self.writable,
+            description=self.description,
+        )
+
+
+class RegisterMap(BaseModel):
+    """A device model's register map (one YAML file)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    description: str = ""
+    points: tuple[RegisterPoint, ...]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> RegisterMap:
+        names: set[str] = set()
+        taken: dict[tuple[Table, int], str] = {}
+        for point in self.points:
+            if point.name in names:
+                raise ValueError(f"point {point.name} appears twice")
+            names.add(point.name)
+            for word in range(point.address, point.address + point.words):
+                other = taken.setdefault((point.table, word), point.name)
+                if other != point.name:
+                    raise ValueError(f"{point.name} overlaps {other} at {point.table.value} {word}")
+        return self
+
+    def point(self, name: str) -> RegisterPoint:
+        for point in self.points:
+            if point.name == name:
+                return point
+        raise KeyError(name)
+
+
+def format_validation_error(source: str, error: ValidationError) -> str:
+    """One line per problem: ``file: field.path: message``."""
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top)"
+        lines.append(f"{source}: {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_map_file(path: Path) -> RegisterMap:
+    """Load and validate one register-map YAML file; MapError names the file and field on failure."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MapError(f"{path}: cannot read register map: {exc}") from exc
+    try:
+        return RegisterMap.model_validate(raw)
+    except ValidationError as exc:
+        raise MapError(format_validation_error(str(path), exc)) from exc
+
+
+@cache
+def builtin_map(name: str) -> RegisterMap:
+    """A register map shipped with tapline (``booster_plc``, ``vfd``, ``water_quality``, …)."""
+    path = MAPS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in MAPS_DIR.glob("*.yaml")))
+        raise MapError(f"unknown built-in register map {name!r} (known: {known})")
+    return load_map_file(path)

@@ -1,0 +1,434 @@
+"""Sparkplug B payload codec: frozen dataclasses <-> protobuf bytes.
+
+Rules (Sparkplug B 3.0, Payloads chapter):
+- A metric's value lives in the protobuf field its datatype names: Int8/16/32 and UInt8/16/32 in
+  ``int_value`` (uint32), Int64/UInt64/DateTime in ``long_value`` (uint64), Float in ``float_value``,
+  Double in ``double_value``, Boolean, String/Text/UUID in ``string_value``, Bytes/File in ``bytes_value``.
+- Signed integers travel as two's complement in those unsigned fields. We write them at their own width
+  (Int8 -1 -> 255, as Eclipse Tahu's Python does); we read that, and also the 32- and 64-bit
+  sign-extended forms other implementations write (Tahu Java: Int8 -1 -> 0xFFFFFFFF), and either integer
+  field for any integer datatype. Anything out of the datatype's range is a ``PayloadError``.
+- ``datatype`` MUST be in NBIRTH/DBIRTH metrics and SHOULD NOT be in NDATA/DDATA/NCMD/DCMD
+  (tck-id-payloads-metric-datatype-req / -not-req). So a ``Metric`` with ``datatype=None`` is encoded by
+  its Python type (bool -> boolean, int -> long two's complement, float -> double, str -> string,
+  bytes -> bytes) and decoded to the raw wire value (integers unsigned); the receiver applies the
+  datatype declared in the birth with ``coerce``. With tapline's datatypes (Boolean, Int64, Double,
+  String) the inferred field is exactly the declared one.
+- A null metric (``is_null``) carries no value; a non-null metric without a value is malformed.
+- ``seq`` is 0..255. Data sets, templates and array datatypes are not used by tapline and are rejected.
+- Metric properties (a flat PropertySet: engUnit, engLow, engHigh, Quality) are scalars; a Python int
+  property is written as Int32 when it fits (the spec's Quality property must be Int32), else Int64.
+- ``decode_payload`` raises ``PayloadError`` and nothing else, whatever the bytes (it is fuzzed), and
+  refuses payloads above ``max_size`` before parsing them.
+
+Quality travels as the spec's ``Quality`` property (Int32: 0 BAD, 192 GOOD, 500 STALE); GOOD is the
+default and is not sent. UNCERTAIN has no Sparkplug code: it is sent as 192 plus the tapline property
+``tapline.uncertain`` = true, which other hosts ignore.
+
+The codec is pure and linear in the number of metrics; nothing here does IO.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from google.protobuf.message import DecodeError
+
+from tapline.domain.model import DataType, Quality
+from tapline.sparkplug import sparkplug_b_pb2 as pb
+from tapline.sparkplug.errors import PayloadError
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "DOMAIN_TO_SPARKPLUG",
+    "QUALITY_PROPERTY",
+    "Metric",
+    "MetricValue",
+    "Payload",
+    "PropertyValue",
+    "SpDataType",
+    "check_value",
+    "coerce",
+    "decode_payload",
+    "domain_datatype",
+    "encode_payload",
+    "quality_from_properties",
+    "quality_properties",
+]
+
+MetricValue = bool | int | float | str | bytes
+PropertyValue = bool | int | float | str
+
+DEFAULT_MAX_PAYLOAD: Final = 4 * 1024 * 1024
+"""Largest payload ``decode_payload`` parses by default (a replay batch of ~100k metrics fits)."""
+
+QUALITY_PROPERTY: Final = "Quality"
+_UNCERTAIN_PROPERTY: Final = "tapline.uncertain"
+
+
+class SpDataType(IntEnum):
+    """Sparkplug B datatype codes (the subset tapline supports; names as in the spec)."""
+
+    Int8 = 1
+    Int16 = 2
+    Int32 = 3
+    Int64 = 4
+    UInt8 = 5
+    UInt16 = 6
+    UInt32 = 7
+    UInt64 = 8
+    Float = 9
+    Double = 10
+    Boolean = 11
+    String = 12
+    DateTime = 13
+    Text = 14
+    UUID = 15
+    Bytes = 17
+    File = 18
+
+
+DOMAIN_TO_SPARKPLUG: Final[dict[DataType, SpDataType]] = {
+    DataType.BOOL: SpDataType.Boolean,
+    DataType.INT: SpDataType.Int64,
+    DataType.FLOAT: SpDataType.Double,
+    DataType.STRING: SpDataType.String,
+}
+
+_TO_DOMAIN: Final[dict[SpDataType, DataType]] = {
+    **{t: DataType.INT for t in SpDataType if t <= SpDataType.UInt64 or t is SpDataType.DateTime},
+    SpDataType.Float: DataType.FLOAT,
+    SpDataType.Double: DataType.FLOAT,
+    SpDataType.Boolean: DataType.BOOL,
+    SpDataType.String: DataType.STRING,
+    SpDataType.Text: DataType.STRING,
+    SpDataType.UUID: DataType.STRING,
+}
+
+# Integer datatypes: (bits, signed, protobuf field written).
+_INTEGERS: Final[dict[SpDataType, tuple[int, bool, str]]] = {
+    SpDataType.Int8: (8, True, "int_value"),
+    SpDataType.Int16: (16, True, "int_value"),
+    SpDataType.Int32: (32, True, "int_value"),
+    SpDataType.Int64: (64, True, "long_value"),
+    SpDataType.UInt8: (8, False, "int_value"),
+    SpDataType.UInt16: (16, False, "int_value"),
+    SpDataType.UInt32: (32, False, "int_value"),
+    SpDataType.UInt64: (64, False, "long_value"),
+    SpDataType.DateTime: (64, False, "long_value"),
+}
+# Every other datatype: (Python type of the value, protobuf field written).
+_SCALARS: Final[dict[SpDataType, tuple[type, str]]] = {
+    SpDataType.Float: (float, "float_value"),
+    SpDataType.Double: (float, "double_value"),
+    SpDataType.Boolean: (bool, "boolean_value"),
+    SpDataType.String: (str, "string_value"),
+    SpDataType.Text: (str, "string_value"),
+    SpDataType.UUID: (str, "string_value"),
+    SpDataType.Bytes: (bytes, "bytes_value"),
+    SpDataType.File: (bytes, "bytes_value"),
+}
+_FLOAT32_MAX: Final = 3.4028234663852886e38
+_BY_CODE: Final[dict[int, SpDataType]] = {t.value: t for t in SpDataType}
+_QUALITY_TO_CODE: Final = {Quality.GOOD: 192, Quality.UNCERTAIN: 192, Quality.BAD: 0, Quality.STALE: 500}
+_CODE_TO_QUALITY: Final = {192: Quality.GOOD, 0: Quality.BAD, 500: Quality.STALE}
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One Sparkplug metric. In data messages name or alias identifies it (tapline sends aliases)."""
+
+    name: str | None = None
+    alias: int | None = None
+    timestamp: int | None = None
+    datatype: SpDataType | None = None
+    value: MetricValue | None = None
+    is_historical: bool = False
+    is_transient: bool = False
+    is_null: bool = False
+    properties: tuple[tuple[str, PropertyValue], ...] = ()
+
+    def property(self, key: str) -> PropertyValue | None:
+        """The value of property ``key``, or None when absent."""
+        for name, value in self.properties:
+            if name == key:
+                return value
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """One Sparkplug B payload. ``seq`` is absent only in NDEATH."""
+
+    timestamp: int | None
+    seq: int | None
+    metrics: tuple[Metric, ...]
+    uuid: str | None = None
+    body: bytes | None = None
+
+
+def domain_datatype(datatype: SpDataType) -> DataType | None:
+    """The domain type a Sparkplug datatype's values map to (None for Bytes/File)."""
+    return _TO_DOMAIN.get(datatype)
+
+
+# --- values ------------------------------------------------------------------------------------------
+
+
+def check_value(value: object, datatype: SpDataType) -> MetricValue:
+    """Validate a native Python value for ``datatype`` and return it normalised (int -> float for
+    Float/Double); raise ``PayloadError`` naming the problem (wrong type, out of range)."""
+    integer = _INTEGERS.get(datatype)
+    if integer is not None:
+        bits, signed, _ = integer
+        if type(value) is not int:
+            raise PayloadError(f"{datatype.name} needs an int, got {type(value).__name__} {value!r}")
+        low, high = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+        if not low <= value < high:
+            raise PayloadError(f"{value} is out of range for {datatype.name} [{low}, {high - 1}]")
+        return value
+    expected, _ = _SCALARS[datatype]
+    if expected is float:
+        if type(value) is int:
+            value = float(value)
+        if type(value) is not float:
+            raise PayloadError(f"{datatype.name} needs a float, got {type(value).__name__} {value!r}")
+        if datatype is SpDataType.Float and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise PayloadError(f"{value} does not fit a 32-bit Float")
+        return value
+    if type(value) is not expected:
+        raise PayloadError(f"{datatype.name} needs {expected.__name__}, got {type(value).__name__} {value!r}")
+    return value  # type: ignore[return-value]  # the type check above narrows to one of MetricValue
+
+
+def coerce(value: MetricValue, datatype: SpDataType) -> MetricValue:
+    """Interpret a raw wire value (as decoded without a datatype) as ``datatype``.
+
+    Integers come off the wire unsigned; for signed datatypes this undoes the two's complement at the
+    datatype's own width or sign-extended to 32 or 64 bits. Raises ``PayloadError`` when the value
+    cannot be of that datatype.
+    """
+    integer = _INTEGERS.get(datatype)
+    if integer is None:
+        expected, _ = _SCALARS[datatype]
+        if type(value) is not expected:
+            raise PayloadError(
+                f"{datatype.name} value must be {expected.__name__}, got {type(value).__name__}"
+            )
+        return value
+    if type(value) is not int:
+        raise PayloadError(f"{datatype.name} value must be an integer, got {type(value).__name__}")
+    bits, signed, _ = integer
+    half = 1 << (bits - 1)
+    if (-half <= value < half) if signed else (0 <= value < (1 << bits)):
+        return value
+    if signed and value > 0:
+        for width in (bits, 32, 64):  # own width (Tahu Python), then sign-extended (Tahu Java, varint)
+            if width >= bits and (1 << width) - half <= value < (1 << width):
+                return value - (1 << width)
+    raise PayloadError(f"wire value {value} is out of range for {datatype.name}")
+
+
+def _wire(value: MetricValue, datatype: SpDataType | None) -> tuple[str, MetricValue]:
+    """The protobuf field and wire value for one value; see the module rules."""
+    if datatype is None:
+        if isinstance(value, bool):
+            return "boolean_value", value
+        if isinstance(value, int):
+            if not -(1 << 63) <= value < (1 << 64):
+                raise PayloadError(f"integer {value} does not fit 64 bits")
+            return "long_value", value & 0xFFFF_FFFF_FFFF_FFFF
+        if isinstance(value, float):
+            return "double_value", value
+        if isinstance(value, str):
+            return "string_value", value
+        if isinstance(value, bytes):
+            return "bytes_value", value
+        raise PayloadError(f"unsupported value type {type(value).__name__}: {value!r}")
+    value = check_value(value, datatype)
+    integer = _INTEGERS.get(datatype)
+    if integer is not None:
+        bits, _, field = integer
+        assert isinstance(value, int)
+        return field, value & ((1 << bits) - 1)
+    return _SCALARS[datatype][1], value
+
+
+# --- properties --------------------------------------------------------------------------------------
+
+
+def quality_properties(quality: Quality) -> tuple[tuple[str, PropertyValue], ...]:
+    """The properties that carry ``quality`` on a data metric (none for GOOD)."""
+    if quality is Quality.GOOD:
+        return ()
+    code = _QUALITY_TO_CODE[quality]
+    if quality is Quality.UNCERTAIN:
+        return ((QUALITY_PROPERTY, code), (_UNCERTAIN_PROPERTY, True))
+    return ((QUALITY_PROPERTY, code),)
+
+
+def quality_from_properties(properties: tuple[tuple[str, PropertyValue], ...]) -> Quality:
+    """The quality a metric's properties declare (GOOD when they say nothing we understand)."""
+    quality = Quality.GOOD
+    for key, value in properties:
+        if key == QUALITY_PROPERTY and type(value) is int:
+            quality = _CODE_TO_QUALITY.get(value, Quality.BAD)
+        elif key == _UNCERTAIN_PROPERTY and value is True:
+            return Quality.UNCERTAIN
+    return quality
+
+
+def _encode_properties(
+    target: pb.Payload.PropertySet, properties: Iterable[tuple[str, PropertyValue]]
+) -> None:
+    for key, value in properties:
+        target.keys.append(key)
+        item = target.values.add()
+        if isinstance(value, bool):
+            datatype = SpDataType.Boolean
+        elif isinstance(value, int):
+            datatype = SpDataType.Int32 if -(1 << 31) <= value < (1 << 31) else SpDataType.Int64
+        elif isinstance(value, float):
+            datatype = SpDataType.Double
+        elif isinstance(value, str):
+            datatype = SpDataType.String
+        else:
+            raise PayloadError(
+                f"property {key!r} must be bool, int, float or str, got {type(value).__name__}"
+            )
+        item.type = datatype
+        field, wire = _wire(value, datatype)
+        setattr(item, field, wire)
+
+
+def _decode_properties(source: pb.Payload.PropertySet) -> tuple[tuple[str, PropertyValue], ...]:
+    keys, values = source.keys, source.values
+    if len(keys) != len(values):
+        raise PayloadError(f"property set has {len(keys)} keys but {len(values)} values")
+    result: list[tuple[str, PropertyValue]] = []
+    for key, item in zip(keys, values, strict=True):
+        if not isinstance(key, str):
+            raise PayloadError("property key is not valid UTF-8")
+        if item.is_null:
+            continue
+        datatype = _BY_CODE.get(item.type)
+        if datatype is None or datatype in (SpDataType.Bytes, SpDataType.File):
+            raise PayloadError(f"property {key!r} has unsupported type {item.type}")
+        field = item.WhichOneof("value")
+        if field is None:
+            raise PayloadError(f"property {key!r} has no value and is not null")
+        value = coerce(getattr(item, field), datatype)
+        assert not isinstance(value, bytes)  # excluded above: PropertyValue has no bytes field
+        result.append((key, value))
+    return tuple(result)
+
+
+# --- payloads ----------------------------------------------------------------------------------------
+
+
+def encode_payload(payload: Payload) -> bytes:
+    """Serialise ``payload``; raise ``PayloadError`` for a value its datatype does not allow."""
+    try:
+        return _build(payload).SerializeToString()
+    except (ValueError, TypeError) as exc:  # e.g. a str with lone surrogates, an alias that is not an int
+        raise PayloadError(f"payload cannot be serialised: {exc}") from exc
+
+
+def _build(payload: Payload) -> pb.Payload:
+    message = pb.Payload()
+    if payload.timestamp is not None:
+        message.timestamp = payload.timestamp
+    if payload.seq is not None:
+        if not 0 <= payload.seq <= 255:
+            raise PayloadError(f"seq must be 0..255, got {payload.seq}")
+        message.seq = payload.seq
+    if payload.uuid is not None:
+        message.uuid = payload.uuid
+    if payload.body is not None:
+        message.body = payload.body
+    for metric in payload.metrics:
+        target = message.metrics.add()
+        if metric.name is not None:
+            target.name = metric.name
+        if metric.alias is not None:
+            target.alias = metric.alias
+        if metric.timestamp is not None:
+            target.timestamp = metric.timestamp
+        if metric.datatype is not None:
+            target.datatype = metric.datatype
+        if metric.is_historical:
+            target.is_historical = True
+        if metric.is_transient:
+            target.is_transient = True
+        if metric.is_null or metric.value is None:
+            target.is_null = True
+        else:
+            field, wire = _wire(metric.value, metric.datatype)
+            setattr(target, field, wire)
+        if metric.properties:
+            _encode_properties(target.properties, metric.properties)
+    return message
+
+
+def decode_payload(data: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> Payload:
+    """Parse a Sparkplug B payload; raise ``PayloadError`` (only) if it is oversize or malformed."""
+    if len(data) > max_size:
+        raise PayloadError(f"payload of {len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        message = pb.Payload.FromString(data)
+        metrics = tuple(_decode_metric(item) for item in message.metrics)
+        uuid = message.uuid if message.HasField("uuid") else None
+        if uuid is not None and not isinstance(uuid, str):
+            raise PayloadError("payload uuid is not valid UTF-8")
+        seq = message.seq if message.HasField("seq") else None
+        if seq is not None and seq > 255:
+            raise PayloadError(f"seq must be 0..255, got {seq}")
+        return Payload(
+            timestamp=message.timestamp if message.HasField("timestamp") else None,
+            seq=seq,
+            metrics=metrics,
+            uuid=uuid,
+            body=message.body if message.HasField("body") else None,
+        )
+    except (DecodeError, ValueError) as exc:  # ValueError covers UnicodeDecodeError from upb
+        raise PayloadError(f"malformed Sparkplug payload: {exc}") from exc
+
+
+def _decode_metric(item: pb.Payload.Metric) -> Metric:
+    name: str | None = None
+    if item.HasField("name"):
+        name = item.name
+        if not isinstance(name, str):
+            raise PayloadError("metric name is not valid UTF-8")
+    datatype: SpDataType | None = None
+    if item.HasField("datatype"):
+        datatype = _BY_CODE.get(item.datatype)
+        if datatype is None:
+            raise PayloadError(f"metric {name!r}: unsupported datatype {item.datatype}")
+    field = item.WhichOneof("value")
+    value: MetricValue | None = None
+    if item.is_null:
+        pass
+    elif field is None:
+        raise PayloadError(f"metric {name!r} (alias {item.alias}) has no value and is not null")
+    else:
+        value = getattr(item, field)
+        if field == "string_value" and not isinstance(value, str):
+            raise PayloadError(f"metric {name!r}: string value is not valid UTF-8")
+        if datatype is not None:
+            value = coerce(value, datatype)
+    return Metric(
+        name=name,
+        alias=item.alias if item.HasField("alias") else None,
+        timestamp=item.timestamp if item.HasField("timestamp") else None,
+        datatype=datatype,
+        value=value,
+        is_historical=item.is_historical,
+        is_transient=item.is_transient,
+        is_null=item.is_null,
+        properties=_decode_properties(item.properties) if item.HasField("properties") else (),
+    )
