@@ -67,11 +67,3 @@ def mqtt_url() -> str:
 def unique_group() -> str:
     """A Sparkplug group id no other test (or test run) uses."""
     return f"t{uuid.uuid4().hex[:10]}"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import uvicorn
 
 from tapline.api.app import create_app
+from tapline.auth import Role, UserDirectory
 from tapline.broker import EmbeddedBroker, pick_port
 from tapline.config import DemoSettings, EdgeSettings, ServeSettings
 from tapline.edge.app import Gateway, GatewaySettings
@@ -87,12 +89,29 @@ def room_config(
     )
 
 
+def demo_users(password: str) -> UserDirectory:
+    """The demo's users: admin, operator and viewer, all with ``password``; a fresh secret per run."""
+    users = UserDirectory(secrets.token_bytes(32))
+    users.add("admin", password, Role.ADMIN)
+    users.add("operator", password, Role.OPERATOR)
+    users.add("viewer", password, Role.VIEWER)
+    return users
+
+
+def serve_users(secret: str, admin_password: str | None) -> UserDirectory:
+    """Users of ``tapline serve``: refuses to run without a real secret (no default signs tokens)."""
+    if len(secret) < 16:
+        raise ValueError("set TAPLINE_SECRET (at least 16 characters) to sign API tokens")
+    users = UserDirectory(secret.encode("utf-8"))
+    if admin_password:
+        users.add("admin", admin_password, Role.ADMIN)
+    return users
+
+
 async def serve_http(
-    app_services: Services, host: str, port: int, extras: dict[str, object] | None = None
+    app_services: Services, users: UserDirectory, host: str, port: int, *, public_read: bool = False
 ) -> None:
-    app = create_app(app_services)
-    for key, value in (extras or {}).items():
-        setattr(app.state, key, value)
+    app = create_app(app_services, users, public_read=public_read)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
     # Ctrl-C belongs to asyncio.run (it cancels the whole task tree); uvicorn must not take SIGINT.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
@@ -100,6 +119,61 @@ async def serve_http(
         await server.serve()
     finally:
         server.should_exit = True
+
+
+@dataclass
+class Stack:
+    """Simulated rooms + their gateways + the cloud, wired to one broker (the demo and e2e tests)."""
+
+    city: SimulatedCity
+    cloud: Cloud
+    gateways: list[Gateway]
+
+    async def run(self) -> None:
+        """Run until cancelled; always stops the Modbus servers and closes the store."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.city.run(), name="sim")
+                tasks.create_task(self.cloud.run(), name="cloud")
+                for gateway in self.gateways:
+                    tasks.create_task(gateway.run(), name=f"gateway-{gateway.room.site}")
+        finally:
+            with contextlib.suppress(Exception):
+                await self.cloud.ingest.flush()
+            await self.cloud.store.close()
+            await self.city.stop()
+
+
+async def build_stack(
+    *,
+    broker: BrokerUrl,
+    store_url: str,
+    data_dir: Path,
+    sites: int,
+    districts: int = 2,
+    district_names: list[str] | None = None,
+    seed: int = 1,
+    speed: float = 1.0,
+    fast_poll_s: float = 1.0,
+    slow_poll_s: float = 10.0,
+    host: str = "127.0.0.1",
+) -> Stack:
+    city = SimulatedCity.build(sites, districts, seed=seed, host=host, district_names=district_names)
+    city.speed = speed
+    await city.start()
+    cloud = await build_cloud(store_url, broker)
+    cloud.services.extras["sim"] = city
+    for room in city.rooms.values():
+        cloud.live.register(room.spec.site_id, room.spec.district, room.name)
+    gateways = [
+        Gateway(
+            room_config(room, room.server.port, fast_poll_s, slow_poll_s, host),
+            {slot.name: slot.register_map for slot in room.layout},
+            GatewaySettings(broker=broker, data_dir=data_dir / "edge"),
+        )
+        for room in city.rooms.values()
+    ]
+    return Stack(city, cloud, gateways)
 
 
 async def run_demo(settings: DemoSettings) -> None:
@@ -115,52 +189,52 @@ async def run_demo(settings: DemoSettings) -> None:
             f"MQTT port {settings.broker_port} is in use; the broker uses port {broker_port} instead",
             file=sys.stderr,
         )
+    users = demo_users(settings.demo_password)
     broker = EmbeddedBroker(settings.host, broker_port)
     await broker.start()
-    city = SimulatedCity.build(settings.sites, settings.districts, seed=settings.seed, host=settings.host)
-    city.speed = settings.speed
-    await city.start()
-    broker_url = BrokerUrl.parse(broker.url)
-    cloud = await build_cloud(f"sqlite:///{data_dir / 'telemetry.db'}", broker_url)
-    cloud.services.extras["sim"] = city
-    for room in city.rooms.values():
-        cloud.live.register(room.spec.site_id, room.spec.district, room.name)
-    gateways = [
-        Gateway(
-            room_config(room, room.server.port, settings.fast_poll_s, settings.slow_poll_s, settings.host),
-            {slot.name: slot.register_map for slot in room.layout},
-            GatewaySettings(broker=broker_url, data_dir=data_dir / "edge"),
-        )
-        for room in city.rooms.values()
-    ]
-    print(f"tapline demo: {len(city.rooms)} pump rooms in {len(city.districts)} districts", flush=True)
-    print(f"  console  http://{settings.host}:{http_port}/", flush=True)
-    print(f"  API      http://{settings.host}:{http_port}/api/v1/sites", flush=True)
-    print(f"  broker   {broker.url}", flush=True)
-    print(f"  data     {data_dir}", flush=True)
-    print("  Ctrl-C stops everything.", flush=True)
     try:
+        stack = await build_stack(
+            broker=BrokerUrl.parse(broker.url),
+            store_url=f"sqlite:///{data_dir / 'telemetry.db'}",
+            data_dir=data_dir,
+            sites=settings.sites,
+            districts=settings.districts,
+            seed=settings.seed,
+            speed=settings.speed,
+            fast_poll_s=settings.fast_poll_s,
+            slow_poll_s=settings.slow_poll_s,
+            host=settings.host,
+        )
+        print(f"tapline demo: {len(stack.city.rooms)} pump rooms in {len(stack.city.districts)} districts")
+        print(f"  console  http://{settings.host}:{http_port}/")
+        print(f"  API      http://{settings.host}:{http_port}/api/v1/sites")
+        print(f"  broker   {broker.url}")
+        print(f"  data     {data_dir}")
+        print(f"  login    admin / operator / viewer, password {settings.demo_password!r}")
+        print("  Ctrl-C stops everything.", flush=True)
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(city.run(), name="sim")
-            tasks.create_task(cloud.run(), name="cloud")
-            tasks.create_task(serve_http(cloud.services, settings.host, http_port), name="http")
-            for gateway in gateways:
-                tasks.create_task(gateway.run(), name=f"gateway-{gateway.room.site}")
+            tasks.create_task(stack.run(), name="stack")
+            tasks.create_task(
+                serve_http(stack.cloud.services, users, settings.host, http_port, public_read=True),
+                name="http",
+            )
     finally:
-        with contextlib.suppress(Exception):
-            await cloud.ingest.flush()
-        await cloud.store.close()
-        await city.stop()
         await broker.stop()
 
 
 async def run_serve(settings: ServeSettings) -> None:
+    users = serve_users(settings.secret, settings.admin_password)
     cloud = await build_cloud(settings.db, BrokerUrl.parse(settings.broker), settings.host_id)
     print(f"tapline serve: http://{settings.host}:{settings.port}/ (broker {settings.broker})", flush=True)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(cloud.run(), name="cloud")
-            tasks.create_task(serve_http(cloud.services, settings.host, settings.port), name="http")
+            tasks.create_task(
+                serve_http(
+                    cloud.services, users, settings.host, settings.port, public_read=settings.public_read
+                ),
+                name="http",
+            )
     finally:
         with contextlib.suppress(Exception):
             await cloud.ingest.flush()

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", default=os.environ.get("TAPLINE_DB", "sqlite:///./tapline.db"))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--public-read", action="store_true", help="read-only routes answer without a token")
 
     edge = sub.add_parser("edge", help="run the edge gateway of one pump room")
     edge.add_argument("--config", type=Path, required=True, help="the room's YAML file")
@@ -78,7 +79,14 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     if args.command == "serve":
         return bootstrap.run_serve(
             ServeSettings(
-                broker=args.broker, db=args.db, host=args.host, port=args.port, log_level=args.log_level
+                broker=args.broker,
+                db=args.db,
+                host=args.host,
+                port=args.port,
+                secret=os.environ.get("TAPLINE_SECRET", ""),
+                admin_password=os.environ.get("TAPLINE_ADMIN_PASSWORD"),
+                public_read=args.public_read,
+                log_level=args.log_level,
             )
         )
     return bootstrap.run_edge(

@@ -41,6 +41,9 @@ class ServeSettings(_Base):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     host_id: str = "tapline"
+    secret: str = ""  # TAPLINE_SECRET: signs API tokens; required
+    admin_password: str | None = None  # TAPLINE_ADMIN_PASSWORD: creates the admin user at start
+    public_read: bool = False
     log_level: str = "info"
 
     @field_validator("broker")

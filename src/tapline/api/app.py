@@ -8,14 +8,16 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from tapline import __version__
-from tapline.api import sites
+from tapline.api import auth, sites
 from tapline.api.errors import install_error_handlers
+from tapline.auth import UserDirectory
 from tapline.services import Services
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 
 
-def create_app(services: Services) -> FastAPI:
+def create_app(services: Services, users: UserDirectory, *, public_read: bool = False) -> FastAPI:
+    """The HTTP app. ``public_read`` lets read-only routes answer without a token (the demo)."""
     app = FastAPI(
         title="tapline",
         version=__version__,
@@ -25,9 +27,12 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.state.users = users
+    app.state.public_read = public_read
     install_error_handlers(app)
 
     api = APIRouter(prefix="/api/v1")
+    api.include_router(auth.router)
     api.include_router(sites.router)
     app.include_router(api)
 

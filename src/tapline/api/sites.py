@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
+from tapline.api.auth import Viewer
 from tapline.api.errors import ApiError
 from tapline.services import Services
 from tapline.store.telemetry import SeriesKey
@@ -19,13 +20,13 @@ def services(request: Request) -> Services:
 
 
 @router.get("/sites")
-async def list_sites(request: Request, district: str | None = None) -> list[dict[str, Any]]:
+async def list_sites(request: Request, _: Viewer, district: str | None = None) -> list[dict[str, Any]]:
     """Every room with its status and active alarm counts by priority."""
     return services(request).site_summaries(district)
 
 
 @router.get("/sites/{site_id}")
-async def get_site(request: Request, site_id: str) -> dict[str, Any]:
+async def get_site(request: Request, _: Viewer, site_id: str) -> dict[str, Any]:
     """One room: devices with status, and the latest value, quality and timestamp of every point."""
     detail = services(request).site_detail(site_id)
     if detail is None:
@@ -36,6 +37,7 @@ async def get_site(request: Request, site_id: str) -> dict[str, Any]:
 @router.get("/sites/{site_id}/points/{device}/{name}/history")
 async def point_history(
     request: Request,
+    _: Viewer,
     site_id: str,
     device: str,
     name: str,

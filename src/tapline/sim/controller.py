@@ -3,6 +3,9 @@
 Rules of the simulated PLC (what a typical 变频恒压供水 controller does):
 - Pressure: one PI loop on the outlet-pressure transmitter sets a common frequency for every running
   pump (the pumps run in step). Output limits min_hz..max_hz, conditional integration (no wind-up).
+  Its gains are scheduled on the plant gain dP/df that the controller computes from its pump curve
+  and flow meter (as adaptive booster controllers do), so the loop behaves alike in every room and
+  at every load, and stays stable at a 1 s scan.
 - Staging (auto mode): one more pump when the frequency has been ≥ stage_up_hz (48 Hz) for
   stage_delay_s (30 s), up to the duty pumps; one pump less when it has been ≤ stage_down_hz (30 Hz)
   for stage_delay_s, down to one. A pump that faults is replaced at once by a healthy one.
@@ -25,12 +28,14 @@ Rules of the simulated PLC (what a typical 变频恒压供水 controller does):
 
 from __future__ import annotations
 
+from tapline.sim.hydraulics import G_M_PER_MPA
 from tapline.sim.spec import RoomDesign, RoomSpec
 
-KP_HZ_PER_MPA = 30.0
-KI_HZ_PER_MPA_S = 15.0
+PROPORTIONAL_GAIN = 1.2
+INTEGRAL_GAIN_PER_S = 1.5
+PLANT_GAIN_LIMITS = (0.004, 0.08)
 RAMP_HZ_PER_S = 5.0
-SOFT_RAMP_HZ_PER_S = 0.3
+SOFT_RAMP_HZ_PER_S = 0.2
 RESTART_DELAY_S = 5.0
 DRY_RUN_STOP_M, DRY_RUN_RELEASE_M, LOW_LOW_SWITCH_M = 0.3, 0.8, 0.2
 LOW_INLET_STOP_MPA, LOW_INLET_RELEASE_MPA = 0.05, 0.08
@@ -46,8 +51,8 @@ class Drive:
         "fault",
         "fault_code",
         "flow_m3h",
-        "min_hz",
         "frequency",
+        "min_hz",
         "name",
         "power_kw",
         "run_command",
@@ -131,8 +136,8 @@ class Plc:
         self.drives = drives
         self.mode = 0
         self.setpoint_mpa = setpoint_mpa
-        self.integral_hz = spec.min_hz
-        self.command_hz = spec.min_hz
+        self.integral_hz = self.design.min_hz
+        self.command_hz = self.design.min_hz
         self.target_pumps = 1
         self.up_timer_s = 0.0
         self.down_timer_s = 0.0
@@ -147,9 +152,17 @@ class Plc:
         """No interlock stops the pumps."""
         return not (self.dry_run or self.low_inlet or self.high_pressure or self.mains_back_s is not None)
 
-    def interlocks(self, t_s: float, mains: bool, inlet: float, outlet: float, level: float, true_level: float,
-                   true_outlet: float) -> None:  # fmt: skip
-        """Update the interlock latches from transmitter readings and hard-wired switches."""
+    def interlocks(
+        self,
+        t_s: float,
+        mains: bool,
+        readings: tuple[float, float, float],
+        true_level: float,
+        true_outlet: float,
+    ) -> None:
+        """Update the interlock latches from the (inlet, outlet, level) transmitter readings and the
+        hard-wired switches (low-low float switch, high-pressure switch) that act on the true state."""
+        inlet, outlet, level = readings
         if not mains:
             self.mains_back_s = t_s + RESTART_DELAY_S
         elif self.mains_back_s is not None and t_s >= self.mains_back_s:
@@ -171,17 +184,39 @@ class Plc:
             self.high_pressure = False
         self.outlet_fault = outlet <= BROKEN_BELOW
 
-    def regulate(self, dt_s: float, outlet: float, pumps_turning: bool) -> None:
+    def plant_gain(self, outlet: float, flow_m3h: float, pumps: int) -> float:
+        """dP/df (MPa/Hz) at the operating point, from the pump curve and the flow meter.
+
+        With n pumps at speed s against draw c·√P: P = n²(h0·s² + P_s·G) / (c²·k + n²·G), so
+        dP/df = 2·n²·h0·s / (50·(k·Q²/P + n²·G)).
+        """
+        design = self.design
+        n2 = float(max(pumps, 1)) ** 2
+        scale = self.command_hz / 50.0
+        pressure = max(outlet, 0.05)
+        gain = (
+            2.0
+            * n2
+            * design.shutoff_head_m
+            * scale
+            / (50.0 * (design.curve_k * flow_m3h * flow_m3h / pressure + n2 * G_M_PER_MPA))
+        )
+        low, high = PLANT_GAIN_LIMITS
+        return min(max(gain, low), high)
+
+    def regulate(self, dt_s: float, outlet: float, flow_m3h: float, pumps: int) -> None:
         """PI step on the outlet-pressure reading; holds while no pump turns or the transmitter is broken."""
-        if self.outlet_fault or not pumps_turning:
+        if self.outlet_fault or pumps == 0:
             return
+        gain = self.plant_gain(outlet, flow_m3h, pumps)
+        kp, ki = PROPORTIONAL_GAIN / gain, INTEGRAL_GAIN_PER_S / gain
         error = self.setpoint_mpa - outlet
         spec = self.spec
-        integral = self.integral_hz + KI_HZ_PER_MPA_S * error * dt_s
-        output = integral + KP_HZ_PER_MPA * error
-        if spec.min_hz <= output <= spec.max_hz or (output > spec.max_hz) != (error > 0):
-            self.integral_hz = min(max(integral, spec.min_hz), spec.max_hz)
-        self.command_hz = min(max(self.integral_hz + KP_HZ_PER_MPA * error, spec.min_hz), spec.max_hz)
+        integral = self.integral_hz + ki * error * dt_s
+        output = integral + kp * error
+        if self.design.min_hz <= output <= spec.max_hz or (output > spec.max_hz) != (error > 0):
+            self.integral_hz = min(max(integral, self.design.min_hz), spec.max_hz)
+        self.command_hz = min(max(self.integral_hz + kp * error, self.design.min_hz), spec.max_hz)
 
     def schedule(self, t_s: float, dt_s: float) -> None:
         """Auto mode: decide how many and which pumps run (staging, replacement, rotation)."""
@@ -208,9 +243,7 @@ class Plc:
                 self.down_timer_s = 0.0
         wanted = min(self.target_pumps, limit)
         incoming = self.incoming
-        if incoming is not None and (
-            not incoming.run_command or incoming.fault or incoming.synced
-        ):
+        if incoming is not None and (not incoming.run_command or incoming.fault or incoming.synced):
             incoming = self.incoming = None  # at speed (or gone): the outgoing pump may stop now
         while len(running) < wanted:
             rested = min((d for d in healthy if not d.run_command), key=lambda d: d.run_hours)

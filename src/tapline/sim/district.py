@@ -34,7 +34,11 @@ class DistrictSupply:
         self.swing_mpa = rng.uniform(0.07, 0.11)
         self.shift_s = rng.uniform(-1200.0, 1200.0)
         self._ripple = [
-            (rng.uniform(0.0004, 0.0012), 2.0 * math.pi / rng.uniform(60.0, 2400.0), rng.uniform(0.0, 2 * math.pi))
+            (
+                rng.uniform(0.0004, 0.0012),
+                2.0 * math.pi / rng.uniform(60.0, 2400.0),
+                rng.uniform(0.0, 2 * math.pi),
+            )
             for _ in range(6)
         ]
         self._drops: dict[str, Fault] = {}

@@ -33,7 +33,7 @@ _BISECTIONS = 40
 
 
 def pump_flow(scale: float, head_m: float, shutoff_head_m: float, curve_k: float) -> float:
-    """Flow of one pump at speed ``scale`` (f/50) against ``head_m``; 0 when it cannot open its check valve."""
+    """Flow of one pump at speed ``scale`` (f/50) against ``head_m``; 0 below its check valve's opening."""
     available = shutoff_head_m * scale * scale - head_m
     return math.sqrt(available / curve_k) if available > 0.0 else 0.0
 

@@ -44,7 +44,7 @@ from tapline.sim.spec import TANK_WATER_MPA_PER_M, RoomSpec, design_room, make_r
 
 __all__ = ["RoomSim", "RoomSpec", "RoomState", "make_room_spec"]
 
-OUTLET_TAU_S = 2.0
+OUTLET_TAU_S = 1.0
 RISER_RESIDUAL_MPA = 0.03
 AUXILIARY_KW = 0.4
 MAX_SUBSTEP_S = 1.0
@@ -88,12 +88,19 @@ class RoomSim:
         self._t = start_s
         self._steps = 0
         self._cache: dict[str, Number] | None = None
-        self._demand = Demand(stream(seed, site, "demand"), design.mean_demand_m3h, spec.demand_shift_s, start_s)
+        self._demand = Demand(
+            stream(seed, site, "demand"), design.mean_demand_m3h, spec.demand_shift_s, start_s
+        )
         self.faults = RoomFaults(spec, self)
 
         days = init.uniform(200.0, 3000.0)
         self.drives = [
-            Drive(f"vfd{i}", run_hours=(hours := days * 24 * init.uniform(0.25, 0.6)), starts=int(hours / 6), min_hz=spec.min_hz)
+            Drive(
+                f"vfd{i}",
+                run_hours=(hours := days * 24 * init.uniform(0.25, 0.6)),
+                starts=int(hours / 6),
+                min_hz=design.min_hz,
+            )
             for i in range(1, spec.pumps + 1)
         ]
         self.plc = Plc(spec, design, self.drives, spec.setpoint_mpa)
@@ -115,8 +122,8 @@ class RoomSim:
 
         self._feed = Wander(self._rng, 0.02, 7200.0)
         volume = max(self.level_m, 0.1) * spec.tank_area_m2
-        decay = spec.chlorine_decay_per_h * volume
-        self.chlorine = spec.feed_chlorine_mg_l * (draw / (draw + decay) if spec.tank else 0.98)
+        mean, decay = design.mean_demand_m3h, spec.chlorine_decay_per_h * volume
+        self.chlorine = spec.feed_chlorine_mg_l * (mean / (mean + decay) if spec.tank else 0.98)
         self._turbidity_base = init.uniform(0.08, 0.35)
         self.turbidity = self._turbidity_base
         self._turbidity_wander = Wander(self._rng, 0.15, 1800.0)
@@ -143,7 +150,7 @@ class RoomSim:
             hz = 50.0 * math.sqrt(max(head + design.curve_k * per_pump**2, 0.0) / design.shutoff_head_m)
             if hz <= spec.stage_up_hz - 2.0:
                 break
-        hz = min(max(hz, spec.min_hz), spec.max_hz)
+        hz = min(max(hz, design.min_hz), spec.max_hz)
         plc = self.plc
         plc.target_pumps, plc.integral_hz, plc.command_hz = count, hz, hz
         for drive in sorted(self.drives, key=lambda d: d.run_hours)[:count]:
@@ -151,6 +158,7 @@ class RoomSim:
             drive.frequency = hz
             drive.synced = True
             drive.run_since_s = self._t - init.uniform(0.0, 20 * 3600.0)
+        self._pump_power(suction, dry=False)
 
     @staticmethod
     def _daily_swing(t_s: float) -> float:
@@ -241,10 +249,13 @@ class RoomSim:
         leak = self.leak_m3h = fx.leak_m3h
 
         self._read_plc_transmitters()
-        plc.interlocks(t, mains, self.measured_inlet, self.measured_outlet, self.measured_level,
-                       self.level_m, self.outlet_mpa)  # fmt: skip
+        readings = (self.measured_inlet, self.measured_outlet, self.measured_level)
+        plc.interlocks(t, mains, readings, self.level_m, self.outlet_mpa)
         plc.schedule(t, dt)
-        plc.regulate(dt, self.measured_outlet, any(drive.running for drive in self.drives))
+        delivering = sum(1 for drive in self.drives if drive.flow_m3h > 0.0)
+        if delivering == 0 and any(drive.running for drive in self.drives):
+            delivering = 1
+        plc.regulate(dt, self.measured_outlet, self.outlet_flow_m3h, delivering)
         permitted = plc.permitted()
         for drive in self.drives:
             if mains and permitted and drive.run_command and not drive.running and not drive.fault:
@@ -296,7 +307,12 @@ class RoomSim:
 
     def _pump_power(self, suction: float, dry: bool) -> None:
         design = self.design
-        h0, k, bep, efficiency = design.shutoff_head_m, design.curve_k, design.bep_flow_m3h, self.spec.pump_efficiency
+        h0, k, bep, efficiency = (
+            design.shutoff_head_m,
+            design.curve_k,
+            design.bep_flow_m3h,
+            self.spec.pump_efficiency,
+        )
         head = (self.outlet_mpa - suction) * hydraulics.G_M_PER_MPA
         flow = power = 0.0
         for drive in self.drives:
@@ -324,21 +340,32 @@ class RoomSim:
             feed = spec.feed_chlorine_mg_l + self._feed.step(dt)
         if spec.tank:
             volume = max(self.level_m, 0.1) * spec.tank_area_m2
-            change = self.tank_inflow_m3h * (feed - self.chlorine) / volume - spec.chlorine_decay_per_h * self.chlorine
+            change = (
+                self.tank_inflow_m3h * (feed - self.chlorine) / volume
+                - spec.chlorine_decay_per_h * self.chlorine
+            )
             self.chlorine = max(0.0, self.chlorine + change * dt / 3600.0)
         else:
             self.chlorine += (0.98 * feed - self.chlorine) * dt / 120.0
         spike = fx.turbidity_ntu
-        target = spike if spike is not None else self._turbidity_base * (1.0 + self._turbidity_wander.step(dt))
+        target = (
+            spike if spike is not None else self._turbidity_base * (1.0 + self._turbidity_wander.step(dt))
+        )
         self.turbidity += (target - self.turbidity) * dt / 90.0
 
     def _environment(self, t: float, dt: float) -> None:
         weather = self._climate.step(dt)
         target = self._temperature_base + self._daily_swing(t) + weather + 0.05 * self.electrical_kw
         self.temperature += (target - self.temperature) * dt / 1800.0
-        wet = 95.0 if self.faults.flood else self._humidity_base - 1.5 * (self.temperature - self._temperature_base)
+        wet = (
+            95.0
+            if self.faults.flood
+            else self._humidity_base - 1.5 * (self.temperature - self._temperature_base)
+        )
         self.humidity += (min(wet - 2.0 * weather, 99.0) - self.humidity) * dt / 1200.0
-        self.voltage_v = hydraulics.LINE_VOLTAGE_V * (1.0 + self._voltage.step(dt)) - 0.05 * self.electrical_kw
+        self.voltage_v = (
+            hydraulics.LINE_VOLTAGE_V * (1.0 + self._voltage.step(dt)) - 0.05 * self.electrical_kw
+        )
 
     # ----------------------------------------------------------------------------- readings and commands
     def values(self) -> dict[str, Number]:

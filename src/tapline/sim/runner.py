@@ -64,11 +64,23 @@ class SimulatedCity:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @classmethod
-    def build(cls, sites: int, districts: int = 2, seed: int = 1, host: str = "127.0.0.1") -> SimulatedCity:
-        """``sites`` rooms numbered PR-0001…, dealt round-robin over the first ``districts`` districts."""
-        if not 1 <= districts <= len(DISTRICTS):
+    def build(
+        cls,
+        sites: int,
+        districts: int = 2,
+        seed: int = 1,
+        host: str = "127.0.0.1",
+        district_names: Sequence[str] | None = None,
+    ) -> SimulatedCity:
+        """``sites`` rooms numbered PR-0001…, dealt round-robin over the first ``districts`` districts.
+
+        ``district_names`` overrides the district (Sparkplug group) ids, e.g. so tests sharing one broker
+        never see each other's rooms.
+        """
+        names = tuple(district_names) if district_names else DISTRICTS[:districts]
+        if not names or (district_names is None and not 1 <= districts <= len(DISTRICTS)):
             raise ValueError(f"districts must be 1..{len(DISTRICTS)}")
-        names = DISTRICTS[:districts]
+        districts = len(names)
         supplies = {name: DistrictSupply(name, seed) for name in names}
         rooms: dict[str, SimRoom] = {}
         for index in range(sites):
@@ -78,9 +90,8 @@ class SimulatedCity:
             physics = RoomSim(spec, seed, start_s=8 * 3600.0)
             layout = standard_layout(spec.pumps)
             image = RoomImage(physics, layout)
-            label = (
-                f"{DISTRICT_NAMES[district]}{COMPOUNDS[index % len(COMPOUNDS)]}{index // districts + 1}号泵房"
-            )
+            compound = COMPOUNDS[index % len(COMPOUNDS)]
+            label = f"{DISTRICT_NAMES.get(district, district)}{compound}{index // districts + 1}号泵房"
             rooms[site] = SimRoom(spec, label, physics, layout, image, RoomModbusServer(image, host, 0))
         return cls(rooms=rooms, districts=supplies)
 

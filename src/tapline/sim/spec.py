@@ -15,6 +15,8 @@ Sizing (engineering defaults, documented here so a reviewer can argue with them)
 - Shut-off head = 2.9 × design head: booster-set curves are steep enough that the drive frequency
   spans about 30–50 Hz over a day (the field range in domain.md §8 is about 25–50 Hz); with a flat
   curve the 30 Hz destage threshold could never be reached.
+- Minimum drive frequency: 25 Hz with a tank; 15 Hz for a tank-less set, whose pumps only add the
+  difference between the mains and the setpoint and must idle slowly when the mains nearly suffice.
 - Tank volume (``make_room_spec``) ≈ 22 % of the maximum day's use (CJJ 140 / GB 50015: 20–25 %).
 - The inlet float valve passes 1.4 × design peak at 0.20 MPa fully open and closes proportionally
   over its last 0.6 m below the top water level (tank height − 0.3 m).
@@ -36,6 +38,8 @@ VALVE_CAPACITY = 1.4
 VALVE_BAND_M = 0.6
 TOP_WATER_GAP_M = 0.3
 TANK_WATER_MPA_PER_M = 0.00981
+TANK_MIN_HZ = 25.0
+TANKLESS_MIN_HZ = 15.0
 MOTOR_SIZES_KW = (1.5, 2.2, 3.0, 4.0, 5.5, 7.5, 11.0, 15.0, 18.5, 22.0, 30.0, 37.0, 45.0, 55.0)
 
 
@@ -65,7 +69,7 @@ class RoomSpec:
     stage_down_hz: float = 30.0
     stage_delay_s: float = 30.0
     rotate_after_h: float = 24.0
-    min_hz: float = 25.0
+    min_hz: float | None = None
     max_hz: float = 50.0
     ups_runtime_s: float = 7200.0
 
@@ -81,7 +85,7 @@ class RoomSpec:
             problems.append("a tank needs area > 0 and height > 1 m")
         if self.max_duty_pumps is not None and not 1 <= self.max_duty_pumps <= self.pumps:
             problems.append("max_duty_pumps must be 1..pumps")
-        if not 0 < self.min_hz < self.stage_down_hz < self.stage_up_hz <= self.max_hz:
+        if not 0 < (self.min_hz or 15.0) < self.stage_down_hz < self.stage_up_hz <= self.max_hz:
             problems.append("need 0 < min_hz < stage_down_hz < stage_up_hz <= max_hz")
         if not 0 < self.pump_efficiency < 1 or self.chlorine_decay_per_h < 0:
             problems.append("pump_efficiency must be in (0, 1) and chlorine_decay_per_h >= 0")
@@ -94,6 +98,7 @@ class RoomDesign:
     """Derived sizing of a room's equipment (see the module docstring)."""
 
     duty_pumps: int
+    min_hz: float
     mean_demand_m3h: float
     design_peak_m3h: float
     design_suction_mpa: float
@@ -127,6 +132,7 @@ def design_room(spec: RoomSpec) -> RoomDesign:
     current = motor * 1000.0 / (math.sqrt(3.0) * hydraulics.LINE_VOLTAGE_V * 0.86 * 0.9)
     return RoomDesign(
         duty_pumps=duty,
+        min_hz=spec.min_hz or (TANK_MIN_HZ if spec.tank else TANKLESS_MIN_HZ),
         mean_demand_m3h=mean,
         design_peak_m3h=peak,
         design_suction_mpa=suction,

@@ -29,7 +29,7 @@ from tapline.store.telemetry import (
     TelemetryStore,
     open_telemetry_store,
 )
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 NOW = int(datetime(2025, 3, 10, 12, 0, tzinfo=UTC).timestamp() * 1000)  # hour-aligned
 PRESSURE = SeriesKey("PR-0001", "plc/OutletPressure")
