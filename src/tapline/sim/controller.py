@@ -14,8 +14,10 @@ Rules of the simulated PLC (what a typical 变频恒压供水 controller does):
   to a rested one, so duty and standby swap and run hours even out. The handover is bumpless: the
   rested pump starts first and the tired one stops once the newcomer is up to speed.
 - Drives ramp at 5 Hz/s, except for soft start and soft stop inside the operating range (above
-  min_hz) at 1 Hz/s, which avoids water hammer and lets the pressure loop absorb a pump joining or
-  leaving; a pump that has caught up with the common frequency follows it at the fast rate.
+  min_hz) at 0.2 Hz/s, which avoids water hammer and lets the pressure loop absorb a pump joining or
+  leaving (a pump's flow jumps as it opens its check valve); a pump that has caught up with the common
+  frequency follows it at the fast rate. An interlock stop uses the fast rate; a trip or a mains loss
+  cuts the output at once.
 - Modes: 0 auto (the PLC decides which pumps run; RunCommand coils show its decision and remote writes
   to them are overwritten), 1 manual and 2 remote (RunCommand coils decide; the PI still sets speed).
 - Interlocks, in every mode, stop all pumps: no mains (restart 5 s after it returns); tank dry-run
@@ -31,9 +33,14 @@ from __future__ import annotations
 from tapline.sim.hydraulics import G_M_PER_MPA
 from tapline.sim.spec import RoomDesign, RoomSpec
 
-PROPORTIONAL_GAIN = 1.2
-INTEGRAL_GAIN_PER_S = 1.5
+PROPORTIONAL_GAIN = 0.58
+INTEGRAL_GAIN_PER_S = 1.58
+"""Loop gains Kp·dP/df and Ki·dP/df·1 s. With a 1 s scan and the outlet's 1 s lag (a = e^-1) the
+closed loop is z² + (α·Kp' + α·Ki' − 1 − a)·z + (a − α·Kp') with α = 1 − a: Kp' = a/α and Ki' = 1/α
+put both poles at 0 (deadbeat). Stability needs 2·Kp' + Ki' < 2(1 + a)/α = 4.3, so the loop tolerates
+a plant-gain estimate about 1.5× off."""
 PLANT_GAIN_LIMITS = (0.004, 0.08)
+"""Bounds (MPa/Hz) on the estimated plant gain, so a bad flow reading cannot make the loop wild."""
 RAMP_HZ_PER_S = 5.0
 SOFT_RAMP_HZ_PER_S = 0.2
 RESTART_DELAY_S = 5.0
@@ -113,7 +120,7 @@ class Drive:
             soft = not self.synced and frequency >= self.min_hz
         else:
             target = 0.0
-            soft = frequency > self.min_hz
+            soft = permitted and frequency > self.min_hz  # an interlock stops at the fast rate
         ramp = (SOFT_RAMP_HZ_PER_S if soft else RAMP_HZ_PER_S) * dt_s
         if abs(target - frequency) <= ramp:
             self.frequency = target

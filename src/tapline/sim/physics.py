@@ -4,8 +4,8 @@ Model, per step of at most 1 s (``step`` sub-steps longer ones):
 1. Demand: the compound's draw (``demand``) plus any burst-pipe leak, both orifices ``c·√P``.
 2. The PLC reads its transmitters (inlet, outlet, tank level: true value + noise, quantised to the
    register, then any sensor fault), updates interlocks, stages/rotates pumps and runs its PI loop
-   (``controller``). The drives follow their run commands and ramp at 5 Hz/s.
-3. Hydraulics (``hydraulics``): the outlet pressure relaxes (τ = 2 s, network compliance) towards the
+   (``controller``). The drives follow their run commands and ramp (5 Hz/s, soft 0.2 Hz/s).
+3. Hydraulics (``hydraulics``): the outlet pressure relaxes (τ = 1 s, network compliance) towards the
    pressure where pumps (+ tank-less bypass) deliver the draw; pump flows, shaft and electrical power
    and motor currents follow from the pump curve at that pressure.
 4. Tank (tank rooms): level += (float-valve inflow − pump flow)·dt / area. The modulating float valve
@@ -181,14 +181,20 @@ class RoomSim:
         return self.faults.device_answers(device, self._t)
 
     def inject(self, fault: Fault) -> Fault:
-        """Inject a fault (see ``faults``); returns it checked, with defaults filled in."""
+        """Inject a fault (see ``faults``); returns it checked, with defaults filled in.
+
+        A fault starting now shows at once in ``values`` (the PLC's transmitters are read again).
+        """
+        checked = self.faults.inject(fault, self._t)
+        self._read_plc_transmitters()
         self._cache = None
-        return self.faults.inject(fault, self._t)
+        return checked
 
     def clear(self, fault_id: str) -> None:
         """End a fault; KeyError if this room has no such fault."""
-        self._cache = None
         self.faults.clear(fault_id)
+        self._read_plc_transmitters()
+        self._cache = None
 
     def state(self) -> RoomState:
         """The true physical state (no noise, no sensor faults)."""

@@ -63,10 +63,10 @@ def read_room(room: RoomSim, rng: random.Random) -> dict[str, Number]:
         name = drive.name
         values[f"{name}/Running"] = drive.running
         values[f"{name}/Fault"] = drive.fault
-        values[f"{name}/FaultCode"] = drive.fault_code
         values[f"{name}/Frequency"] = _measure(_FREQUENCY, drive.frequency, gauss(0.0, 1.0))
         values[f"{name}/Current"] = _measure(_CURRENT, drive.current_a, gauss(0.0, 1.0))
         values[f"{name}/Power"] = _measure(_POWER, drive.power_kw, gauss(0.0, 1.0))
+        values[f"{name}/FaultCode"] = drive.fault_code
         values[f"{name}/RunHours"] = round(drive.run_hours, 1)
         values[f"{name}/Starts"] = drive.starts
         values[f"{name}/RunCommand"] = drive.run_command

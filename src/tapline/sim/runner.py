@@ -145,7 +145,10 @@ class SimulatedCity:
             supply = self.districts[district]
             t_s = next(iter(self.rooms.values())).physics.t_s
             fault = Fault(fault_id, fault_kind, None, district, None, dict(params or {}), t_s)
-            supply.inject(fault)
+            try:
+                supply.inject(fault)
+            except ValueError as exc:
+                raise FaultError(str(exc)) from exc
         else:
             if site not in self.rooms:
                 raise FaultError(f"unknown pump room {site!r}")
