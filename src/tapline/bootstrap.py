@@ -14,18 +14,27 @@ from pathlib import Path
 
 import uvicorn
 
+from tapline.alarms.correlate import Correlator
+from tapline.alarms.engine import AlarmEngine
+from tapline.alarms.profiles import profile_for
 from tapline.api.app import create_app
 from tapline.auth import Role, UserDirectory
 from tapline.broker import EmbeddedBroker, pick_port
 from tapline.config import DemoSettings, EdgeSettings, ServeSettings
 from tapline.edge.app import Gateway, GatewaySettings
 from tapline.edge.config import DeviceConfig, PollConfig, RoomConfig, TcpBus, load_room
-from tapline.ingest.host import IngestService
+from tapline.ingest.alarm_feed import AlarmFeed
+from tapline.ingest.host import IngestService, IngestSettings, wall_ms
 from tapline.ingest.live import LiveState
+from tapline.ingest.maintenance import Maintenance
 from tapline.logs import get_logger
 from tapline.mqtt import BrokerUrl, run_session
 from tapline.services import Services
+from tapline.sim.fleet_publish import FleetSettings
+from tapline.sim.fleet_report import FleetReport
 from tapline.sim.runner import SimRoom, SimulatedCity
+from tapline.store.errors import StoreError
+from tapline.store.relational import RelationalStore, SiteRow
 from tapline.store.telemetry import TelemetryStore, open_telemetry_store
 
 log = get_logger(__name__)
@@ -41,11 +50,14 @@ class Cloud:
     services: Services
     broker: BrokerUrl
     host_id: str = "tapline"
+    relational: RelationalStore | None = None
+    maintenance: Maintenance | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.ingest.run_writer(), name="ingest-writer")
-            tasks.create_task(self._rollups(), name="rollups")
+            if self.maintenance is not None:
+                tasks.create_task(self.maintenance.run(), name="store-maintenance")
             tasks.create_task(
                 run_session(
                     self.broker,
@@ -54,25 +66,50 @@ class Cloud:
                     on_message=self.ingest.on_message,
                     on_disconnect=self.ingest.on_disconnect,
                     will_factory=self.ingest.will,
+                    on_close=self.ingest.on_close,
                 ),
                 name="ingest-mqtt",
             )
 
-    async def _rollups(self) -> None:
-        from tapline.edge.poller import wall_ms
+    async def close(self) -> None:
+        """Write what is pending (if the database lets us), then close the stores."""
+        try:
+            await self.ingest.flush()
+        except StoreError as exc:
+            log.warning("final_flush_failed", error=str(exc), pending=self.ingest.writer.pending_values)
+        if self.relational is not None:
+            await self.relational.close()
+        await self.store.close()
 
-        while True:
-            await asyncio.sleep(30)
-            with contextlib.suppress(Exception):
-                await self.store.rollup(wall_ms())
 
-
-async def build_cloud(store_url: str, broker: BrokerUrl, host_id: str = "tapline") -> Cloud:
+async def build_cloud(
+    store_url: str, broker: BrokerUrl, host_id: str = "tapline", settings: IngestSettings | None = None
+) -> Cloud:
+    """Open the stores (running migrations), warm the cache from them, and wire the cloud together."""
     store = open_telemetry_store(store_url)
     await store.open()
-    live = LiveState()
-    ingest = IngestService(store, live, host_id=host_id)
-    return Cloud(store, live, ingest, Services(live, store), broker, host_id)
+    relational = RelationalStore(store_url)
+    try:
+        await relational.open()
+        live = LiveState()
+        chosen = settings or IngestSettings(host_id=host_id)
+        engine = AlarmEngine()
+        correlator = Correlator()
+        ingest = IngestService(
+            store, live, chosen, relational=relational, alarms=AlarmFeed(engine, correlator)
+        )
+        await ingest.start()
+    except BaseException:
+        await relational.close()
+        await store.close()
+        raise
+    maintenance = Maintenance(store, wall_ms)
+    services = Services(live, store)
+    services.extras["alarms"] = engine
+    services.extras["incidents"] = correlator
+    services.metrics += [ingest, maintenance]
+    services.rolled_up_to = lambda: maintenance.rolled_up_to
+    return Cloud(store, live, ingest, services, broker, chosen.host_id, relational, maintenance)
 
 
 def room_config(
@@ -138,9 +175,7 @@ class Stack:
                 for gateway in self.gateways:
                     tasks.create_task(gateway.run(), name=f"gateway-{gateway.room.site}")
         finally:
-            with contextlib.suppress(Exception):
-                await self.cloud.ingest.flush()
-            await self.cloud.store.close()
+            await self.cloud.close()
             await self.city.stop()
 
 
@@ -161,10 +196,17 @@ async def build_stack(
     city = SimulatedCity.build(sites, districts, seed=seed, host=host, district_names=district_names)
     city.speed = speed
     await city.start()
-    cloud = await build_cloud(store_url, broker)
+    # The stack's host owns the city's districts only: other runs on a shared broker are not its business.
+    cloud = await build_cloud(store_url, broker, settings=IngestSettings(groups=tuple(city.districts)))
     cloud.services.extras["sim"] = city
+    engine: AlarmEngine = cloud.services.extras["alarms"]
     for room in city.rooms.values():
         cloud.live.register(room.spec.site_id, room.spec.district, room.name)
+        engine.configure(room.spec.site_id, room.spec.district, profile_for(room.spec, engine.template))
+    if cloud.relational is not None:
+        await cloud.relational.register_sites(
+            [SiteRow(r.spec.site_id, r.spec.district, r.name) for r in city.rooms.values()]
+        )
     gateways = [
         Gateway(
             room_config(room, room.server.port, fast_poll_s, slow_poll_s, host),
@@ -236,9 +278,7 @@ async def run_serve(settings: ServeSettings) -> None:
                 name="http",
             )
     finally:
-        with contextlib.suppress(Exception):
-            await cloud.ingest.flush()
-        await cloud.store.close()
+        await cloud.close()
 
 
 async def run_edge(settings: EdgeSettings) -> None:
@@ -253,3 +293,92 @@ async def run_edge(settings: EdgeSettings) -> None:
         ),
     )
     await gateway.run()
+
+
+# --- simulator commands (`tapline sim …`) --------------------------------------------------------
+
+
+async def run_sim_fleet(settings: FleetSettings, json_out: Path | None = None) -> FleetReport:
+    """``tapline sim fleet``: publish the Sparkplug fleet until the duration ends or Ctrl-C, then print
+    (and optionally write as JSON) what it published and what it cost."""
+    import json
+
+    from tapline.sim.fleet_publish import run_fleet
+
+    spec = settings.spec
+    print(
+        f"tapline sim fleet: {spec.sites} rooms × {spec.points} points every {spec.interval_s:g} s "
+        f"→ {settings.broker} (groups {spec.group_prefix or ''}<district>, {settings.processes} process(es), "
+        f"{settings.mode} connections)",
+        flush=True,
+    )
+    report = await run_fleet(settings)
+    print(report.text(), flush=True)
+    if settings.record is not None:
+        print(f"  record   {settings.record}", flush=True)
+    if json_out is not None:
+        _write_text(json_out, json.dumps(report.as_dict(), indent=2) + "\n")
+    return report
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def write_room_configs(city: SimulatedCity, directory: Path, host: str = "127.0.0.1") -> list[Path]:
+    """One ``tapline edge`` config per simulated room (PR-0001.yaml …), pointing at its Modbus server."""
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for room in city.rooms.values():
+        document = room_config(room, room.server.port, 1.0, 10.0, host).model_dump(
+            mode="json", exclude_none=True
+        )
+        path = directory / f"{room.spec.site_id}.yaml"
+        _write_text(path, yaml.safe_dump(document, allow_unicode=True, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+async def run_sim_rooms(
+    *,
+    sites: int,
+    base_port: int,
+    districts: int = 2,
+    seed: int = 1,
+    host: str = "127.0.0.1",
+    speed: float = 1.0,
+    write_configs: Path | None = None,
+    api_port: int = 0,
+    demo_password: str = "demo",  # noqa: S107 - the documented demo login of the fault API
+) -> None:
+    """``tapline sim rooms``: serve simulated rooms over Modbus TCP (room N on ``base_port + N - 1``),
+    optionally write a gateway config per room for ``tapline edge`` and serve the fault API."""
+    from tapline.ingest.live import LiveState
+    from tapline.store.telemetry import open_telemetry_store
+
+    city = SimulatedCity.build(sites, districts, seed=seed, host=host, base_port=base_port)
+    city.speed = speed
+    await city.start()
+    try:
+        print(f"tapline sim rooms: {sites} simulated pump rooms on {host}", flush=True)
+        for room in city.rooms.values():
+            print(f"  {room.spec.site_id}  {room.spec.district:<9} modbus tcp://{host}:{room.server.port}")
+        if write_configs is not None:
+            first = write_room_configs(city, write_configs, host)[0]
+            print(f"  gateway configs in {write_configs} (e.g. tapline edge --config {first})")
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(city.run(), name="sim")
+            if api_port:
+                store = open_telemetry_store("sqlite:///:memory:")
+                await store.open()
+                services = Services(LiveState(), store)
+                services.extras["sim"] = city
+                print(f"  faults   http://{host}:{api_port}/api/v1/sim/faults (operator / {demo_password!r})")
+                tasks.create_task(
+                    serve_http(services, demo_users(demo_password), host, api_port), name="sim-api"
+                )
+            print("  Ctrl-C stops the rooms.", flush=True)
+    finally:
+        await city.stop()

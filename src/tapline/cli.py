@@ -1,14 +1,17 @@
 """The ``tapline`` command line. Parses arguments into typed settings and hands them to bootstrap.
 
-Subcommands: ``demo``, ``serve``, ``edge``. Every long-running command takes ``--broker`` (and, where it
-stores, ``--db``); ``TAPLINE_BROKER`` / ``TAPLINE_DB`` do the same. Errors in arguments or config files
-exit with status 2 and a message that says what to fix.
+Subcommands: ``demo``, ``serve``, ``edge``, ``sim`` (``fleet``, ``rooms``, ``inject``, ``clear``,
+``faults``). Every long-running command takes ``--broker`` (and, where it stores, ``--db``);
+``TAPLINE_BROKER`` / ``TAPLINE_DB`` do the same. Errors in arguments or config files exit with status 2
+and a message that says what to fix; a fault request the API refuses exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import sys
 from collections.abc import Coroutine, Sequence
@@ -19,6 +22,7 @@ from pydantic import ValidationError
 
 from tapline import __version__, logs
 from tapline.edge.config import ConfigError
+from tapline.sim.api_client import SimApiError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,13 +59,170 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--broker", default=os.environ.get("TAPLINE_BROKER", "mqtt://127.0.0.1:1883"))
     edge.add_argument("--data-dir", type=Path, default=Path(".tapline-edge"))
     edge.add_argument("--primary-host", default="tapline", help="Sparkplug host id to wait for ('' for none)")
+
+    _sim_parser(sub.add_parser("sim", help="simulated pump rooms: a Sparkplug fleet, Modbus rooms, faults"))
     return parser
+
+
+def _sim_parser(sim: argparse.ArgumentParser) -> None:
+    commands = sim.add_subparsers(dest="sim_command", required=True)
+
+    fleet = commands.add_parser("fleet", help="publish Sparkplug B for many rooms, as their gateways would")
+    fleet.add_argument("--sites", type=int, default=100, help="pump rooms (default 100)")
+    fleet.add_argument(
+        "--points", type=int, default=60, help="points per room (default 60; extra are aux/AI..)"
+    )
+    fleet.add_argument("--interval", type=float, default=5.0, help="sampling period in seconds (default 5)")
+    fleet.add_argument("--broker", default=os.environ.get("TAPLINE_BROKER", "mqtt://127.0.0.1:1883"))
+    fleet.add_argument(
+        "--districts", type=int, default=8, help="districts = Sparkplug groups (1..8, default 8)"
+    )
+    fleet.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
+    fleet.add_argument("--record", type=Path, default=None, help="write every published value to this file")
+    fleet.add_argument("--processes", type=int, default=1, help="worker processes sharing the rooms")
+    fleet.add_argument("--group-prefix", default="", help="prefix of every group id, e.g. a run id")
+    fleet.add_argument(
+        "--connections",
+        choices=("node", "shared"),
+        default=None,
+        help="one MQTT connection per room (own NDEATH will) or one per process (default: node up to "
+        "200 rooms a process)",
+    )
+    fleet.add_argument(
+        "--report",
+        choices=("exception", "all"),
+        default="exception",
+        help="report by exception with deadbands (default) or every point every period",
+    )
+    fleet.add_argument(
+        "--full-refresh", type=float, default=300.0, help="re-send every point at least this often"
+    )
+    fleet.add_argument("--history", type=float, default=0.0, help="seconds of samples kept to answer Replay")
+    fleet.add_argument("--primary-host", default="", help="Sparkplug host id whose STATE to wait for")
+    fleet.add_argument(
+        "--cycle",
+        type=int,
+        default=0,
+        help="compute K periods of physics up front, then replay them (a cheap generator for load tests)",
+    )
+    fleet.add_argument(
+        "--birth-rate", type=int, default=1000, help="rooms born per second per process at most (0: no limit)"
+    )
+    fleet.add_argument(
+        "--ignore-commands",
+        action="store_true",
+        help="subscribe to no NCMD: no rebirth or replay (other hosts on a shared broker cannot steer it)",
+    )
+    fleet.add_argument("--seed", type=int, default=1, help="simulation seed")
+    fleet.add_argument("--json", type=Path, default=None, help="write the run's figures to this JSON file")
+
+    rooms = commands.add_parser("rooms", help="serve simulated rooms over Modbus TCP (for tapline edge)")
+    rooms.add_argument("--sites", type=int, default=1, help="pump rooms (default 1)")
+    rooms.add_argument("--base-port", type=int, default=5020, help="room N listens on base-port + N - 1")
+    rooms.add_argument("--districts", type=int, default=2)
+    rooms.add_argument("--seed", type=int, default=1)
+    rooms.add_argument("--host", default="127.0.0.1")
+    rooms.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    rooms.add_argument("--write-configs", type=Path, default=None, help="write a gateway YAML per room here")
+    rooms.add_argument("--api-port", type=int, default=0, help="also serve /api/v1/sim/faults on this port")
+    rooms.add_argument("--demo-password", default="demo", help="password of the fault API's demo users")
+
+    for name, text in (
+        ("inject", "inject a fault into a running simulator (tapline demo)"),
+        ("clear", "clear an injected fault by its id"),
+        ("faults", "list active faults and the ground-truth log"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--api", default=os.environ.get("TAPLINE_API", "http://127.0.0.1:8000"))
+        command.add_argument("--user", default="operator")
+        command.add_argument("--password", default=os.environ.get("TAPLINE_PASSWORD", "demo"))
+        if name == "inject":
+            command.add_argument("--kind", required=True, help="pump_trip, flood, inlet_pressure_drop, …")
+            command.add_argument("--site", default=None, help="pump room id, e.g. PR-0001")
+            command.add_argument("--district", default=None, help="district (for inlet_pressure_drop)")
+            command.add_argument("--device", default=None, help="device, e.g. vfd1")
+            command.add_argument(
+                "--param", action="append", default=[], metavar="NAME=VALUE", help="fault parameter (repeat)"
+            )
+        elif name == "clear":
+            command.add_argument("fault_id", metavar="ID", help="the id inject printed, e.g. F00001")
+
+
+def _sim(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
+    from tapline import bootstrap
+
+    if args.sim_command == "fleet":
+        from tapline.sim.fleet import FleetSpec
+        from tapline.sim.fleet_publish import FleetSettings
+
+        spec = FleetSpec(
+            sites=args.sites,
+            points=args.points,
+            interval_s=args.interval,
+            districts=args.districts,
+            seed=args.seed,
+            group_prefix=args.group_prefix,
+            report=args.report,
+            full_refresh_s=args.full_refresh,
+            history_s=args.history,
+            cycle=args.cycle,
+        )
+        settings = FleetSettings(
+            spec=spec,
+            broker=args.broker,
+            processes=args.processes,
+            connections=args.connections,
+            duration_s=args.duration,
+            record=args.record,
+            primary_host=args.primary_host or None,
+            obey_commands=not args.ignore_commands,
+            birth_rate=args.birth_rate,
+            log_level=args.log_level,
+        )
+
+        async def fleet() -> None:
+            await bootstrap.run_sim_fleet(settings, args.json)
+
+        return fleet()
+    if args.sim_command == "rooms":
+        return bootstrap.run_sim_rooms(
+            sites=args.sites,
+            base_port=args.base_port,
+            districts=args.districts,
+            seed=args.seed,
+            host=args.host,
+            speed=args.speed,
+            write_configs=args.write_configs,
+            api_port=args.api_port,
+            demo_password=args.demo_password,
+        )
+    return _fault_command(args)
+
+
+async def _fault_command(args: argparse.Namespace) -> None:
+    """``sim inject|clear|faults``: one call to the fault API, its JSON answer on stdout."""
+    from tapline.sim.api_client import FaultApi, parse_params
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise in a CLI
+    api = FaultApi(args.api, args.user, args.password)
+    if args.sim_command == "inject":
+        params = parse_params(args.param)
+        result = await api.inject(
+            args.kind, site=args.site, district=args.district, device=args.device, params=params
+        )
+    elif args.sim_command == "clear":
+        result = await api.clear(args.fault_id)
+    else:
+        result = await api.faults()
+    print(json.dumps(result, ensure_ascii=False, indent=2))
 
 
 def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from tapline import bootstrap
     from tapline.config import DemoSettings, EdgeSettings, ServeSettings
 
+    if args.command == "sim":
+        return _sim(args)
     if args.command == "demo":
         return bootstrap.run_demo(
             DemoSettings(
@@ -105,8 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(args.log_level)
     try:
         coroutine = _settings(args)
-    except ValidationError as exc:
-        print(f"tapline {args.command}: invalid arguments:\n{exc}", file=sys.stderr)
+    except (ValidationError, ValueError) as exc:
+        print(f"{_name(args)}: invalid arguments:\n{exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(coroutine)
@@ -114,9 +275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("stopped", file=sys.stderr)
         return 0
     except (ConfigError, OSError, ValueError) as exc:
-        print(f"tapline {args.command}: {exc}", file=sys.stderr)
+        print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 2
+    except SimApiError as exc:
+        print(f"{_name(args)}: {exc}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _name(args: argparse.Namespace) -> str:
+    command = getattr(args, "sim_command", None)
+    return f"tapline {args.command}" + (f" {command}" if command else "")
 
 
 if __name__ == "__main__":

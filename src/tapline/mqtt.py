@@ -8,6 +8,8 @@ Rules:
   the edge gateway, the cloud ingest and the fleet simulator.
 - The will is built per connection (``will_factory``), because a Sparkplug edge node's NDEATH must
   carry the bdSeq of *that* connection.
+- An intentional stop (the task is cancelled) sends no will, so ``on_close`` gets the live connection
+  first, for a few seconds, to say goodbye itself (the host's STATE offline, an edge's NDEATH).
 - Library exceptions are translated into ``BrokerUnavailable`` here.
 """
 
@@ -101,6 +103,17 @@ class Connection:
             raise BrokerUnavailable(str(exc)) from exc
 
 
+async def _close(
+    on_close: Callable[[Connection], Awaitable[None]], conn: Connection, timeout_s: float
+) -> None:
+    """Run ``on_close`` while being cancelled; a broker that is gone already is no error here."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await on_close(conn)
+    except (TimeoutError, BrokerUnavailable, aiomqtt.MqttError) as exc:
+        log.warning("mqtt_close_failed", error=str(exc) or type(exc).__name__)
+
+
 async def run_session(
     url: BrokerUrl,
     client_id: str,
@@ -109,6 +122,8 @@ async def run_session(
     on_message: Callable[[Message], Awaitable[None]],
     on_disconnect: Callable[[str], Awaitable[None]],
     will_factory: Callable[[], WillMessage | None] = lambda: None,
+    on_close: Callable[[Connection], Awaitable[None]] | None = None,
+    close_timeout_s: float = 2.0,
     keepalive_s: int = 15,
     backoff_initial_s: float = 0.2,
     backoff_max_s: float = 10.0,
@@ -139,11 +154,16 @@ async def run_session(
                 connected = True
                 delay = backoff_initial_s
                 log.info("mqtt_connected", broker=str(url), client_id=client_id)
-                await on_connect(Connection(client))
-                async for message in client.messages:
-                    await on_message(
-                        Message(str(message.topic), bytes(message.payload or b""), bool(message.retain))
-                    )
+                try:
+                    await on_connect(Connection(client))
+                    async for message in client.messages:
+                        await on_message(
+                            Message(str(message.topic), bytes(message.payload or b""), bool(message.retain))
+                        )
+                except asyncio.CancelledError:
+                    if on_close is not None:
+                        await _close(on_close, Connection(client), close_timeout_s)
+                    raise
         except aiomqtt.MqttError as exc:
             reason = str(exc)
         except BrokerUnavailable as exc:

@@ -6,13 +6,24 @@ operations) add their services here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tapline.ingest.history import PointHistory, point_history
 from tapline.ingest.live import LiveState, SiteState
+from tapline.ingest.metrics import Exposition, MetricsSource
 from tapline.store.telemetry import TelemetryStore
 
 PRIORITIES = ("critical", "high", "medium", "low")
+
+
+class UnknownSite(LookupError):
+    """No pump room with that id."""
+
+
+class UnknownPoint(LookupError):
+    """The pump room has no such point."""
 
 
 @dataclass
@@ -20,6 +31,28 @@ class Services:
     live: LiveState
     store: TelemetryStore
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: list[MetricsSource] = field(default_factory=list)
+    rolled_up_to: Callable[[], int | None] = lambda: None
+    """Clock of the last completed rollup (the cloud's maintenance task sets this)."""
+
+    def metrics_text(self) -> str:
+        """Every registered source in the Prometheus text format."""
+        out = Exposition()
+        for source in self.metrics:
+            source.collect(out)
+        return out.text()
+
+    async def point_history(
+        self, site: str, point: str, start: int, end: int, step_ms: int | None
+    ) -> PointHistory:
+        """Values of one point in ``[start, end)``; raw, or ``step_ms`` buckets from rollups where they
+        are complete and from raw samples after that. Raises ``UnknownSite``/``UnknownPoint``."""
+        state = self.live.sites.get(site)
+        if state is None:
+            raise UnknownSite(site)
+        if point not in state.points and not _declared(state, point):
+            raise UnknownPoint(point)
+        return await point_history(self.store, site, point, start, end, step_ms, self.rolled_up_to())
 
     def alarm_counts(self, site: str) -> dict[str, int]:
         """Active alarms by priority (the alarm engine fills these once it runs; none before)."""
@@ -62,6 +95,12 @@ class Services:
             for path, p in sorted(state.points.items())
         }
         return detail
+
+
+def _declared(state: SiteState, path: str) -> bool:
+    device, _, name = path.partition("/")
+    entry = state.devices.get(device)
+    return entry is not None and name in entry.points
 
 
 def _unit(state: SiteState, path: str) -> str:

@@ -109,3 +109,31 @@ async def test_stack_through_mosquitto_every_point_arrives(
     async with running(stack):
         await assert_every_point_stored_good(stack)
         assert {s.status for s in stack.cloud.live.sites.values()} == {"online"}
+
+
+async def test_pump_trip_becomes_one_drive_fault_incident_end_to_end(tmp_path: Path) -> None:
+    """Fault in the simulated drive → Modbus → gateway → MQTT → ingest → alarm engine → incident."""
+    broker = EmbeddedBroker("127.0.0.1", free_port())
+    await broker.start()
+    try:
+        stack = await make_stack(broker.url, tmp_path, ["jianghan", "qiaokou"])
+        async with running(stack):
+            await assert_every_point_stored_good(stack)
+            engine = stack.cloud.services.extras["alarms"]
+            correlator = stack.cloud.services.extras["incidents"]
+            assert engine.active("PR-0001") == []
+            stack.city.inject("pump_trip", site="PR-0001", device="vfd1")
+
+            async def drive_fault_incident() -> bool:
+                return any(
+                    i.as_dict()["root_cause"]["kind"] == "drive_fault" and "PR-0001" in i.as_dict()["sites"]
+                    for i in correlator.incidents()
+                )
+
+            await eventually(drive_fault_incident, timeout=30, what="a drive-fault incident for PR-0001")
+            incident = next(i.as_dict() for i in correlator.incidents() if "PR-0001" in i.as_dict()["sites"])
+            assert incident["devices"][0] == "vfd1"
+            assert engine.active_counts("PR-0001")["high"] + engine.active_counts("PR-0001")["critical"] >= 1
+            assert all(not engine.active(site) for site in ("PR-0002", "PR-0003"))
+    finally:
+        await broker.stop()

@@ -13,8 +13,15 @@ Rules:
   ``district_min_rooms`` rooms of one district, first raised within ``district_window_s``, are one
   municipal incident (inlet pressure → municipal supply; water quality → municipal water quality);
   the rooms' own incidents merge into it, and later rooms (and their consequences) join it.
+- Instruments: a process alarm on a point whose instrument has an open incident in the room (and no
+  upstream cause there) joins that incident; an instrument alarm absorbs the room's open incidents
+  rooted on its point (a drifting transmitter's late "pressure high" is the transmitter's fault).
 - An incident ends when every alarm in it has been inactive for ``quiet_s``; ``end`` is then the last
   return to normal. Merged incidents disappear from the list (``get`` follows them).
+- For the engine (``engine.Grouping``): ``take`` observes one event as it happens; ``hides`` says
+  whether an open municipal incident already explains a room's new alarm: a supply alarm of the
+  incident's cause in its district, or a consequence of that cause (its descendant in ``PARENTS``) in
+  a room whose own supply alarm is still active in the incident. The engine raises those suppressed.
 """
 
 from __future__ import annotations
@@ -163,6 +170,10 @@ class _Incident:
     def sites(self) -> list[str]:
         return list(dict.fromkeys([self.root.event.site, *(m.event.site for m in self.members.values())]))
 
+    @property
+    def points(self) -> set[str]:
+        return {m.event.point for m in self.members.values() if m.event.point}
+
 
 class Correlator:
     """Keeps incidents up to date from alarm events (see the module rules)."""
@@ -213,6 +224,31 @@ class Correlator:
                 closed.append(self._snapshot(incident))
         return closed
 
+    def take(self, event: AlarmEvent) -> None:
+        """Observe one event as it happens (the engine calls this; see ``engine.Grouping``)."""
+        self._observe(event)
+
+    def hides(self, site: str, district: str, cause: Cause, supply: bool) -> str | None:
+        """Why a new alarm of ``cause`` in ``site`` needs no announcement, or None (module rules)."""
+        if supply:
+            municipal = self._municipal.get((district, cause))
+            if municipal is not None:
+                return f"part of {municipal.id}: {DISTRICT_KINDS.get(cause, KINDS[cause])[0]} in {district}"
+        ancestors = ANCESTORS[cause]
+        for incident in self._by_site.get(site, ()):
+            if incident.municipal and incident.cause in ancestors and self._still_hit(incident, site):
+                kind = DISTRICT_KINDS.get(incident.cause, KINDS[incident.cause])[0]
+                return f"consequence of {incident.id}: {kind} in {incident.district}"
+        return None
+
+    @staticmethod
+    def _still_hit(incident: _Incident, site: str) -> bool:
+        """The room's own supply alarm of the incident's cause is still active in it."""
+        return any(
+            m.active and m.event.site == site and m.event.supply and m.event.cause is incident.cause
+            for m in incident.members.values()
+        )
+
     def _observe(self, event: AlarmEvent) -> _Incident | None:
         incident = self._member_of.get(event.alarm_id)
         kind = event.event
@@ -233,21 +269,37 @@ class Correlator:
             municipal = self._municipal.get((event.district, cause))
             if municipal is not None:
                 self._add(municipal, member)
+                self._absorb(municipal, event.site)
                 return municipal
-        related = [
-            i for i in self._by_site.get(event.site, ()) if i.cause is cause or i.cause in ANCESTORS[cause]
-        ]
+        here = self._by_site.get(event.site, ())
+        related = [i for i in here if i.cause is cause or i.cause in ANCESTORS[cause]]
         if related:
             best = max(related, key=lambda i: (DEPTH[i.cause], i.start))
             self._add(best, member)
             return best
+        if event.point and cause is not C.INSTRUMENT:
+            faulty = next((i for i in here if i.cause is C.INSTRUMENT and event.point in i.points), None)
+            if faulty is not None:
+                self._add(faulty, member)
+                return faulty
         incident = self._new(cause, event.district, member, event.at)
-        for other in list(self._by_site.get(event.site, ())):
-            if other is not incident and not other.municipal and cause in ANCESTORS[other.cause]:
-                self._merge(other, incident)
+        self._absorb(incident, event.site)
         if event.supply:
             self._gather_district(incident)
         return _final(incident)
+
+    def _absorb(self, incident: _Incident, site: str) -> None:
+        """Merge the room's open incidents that ``incident`` explains into it."""
+        instrument = incident.cause is C.INSTRUMENT
+        point = incident.root.event.point
+        for other in list(self._by_site.get(site, ())):
+            if other is incident or other.municipal:
+                continue
+            explained = incident.cause in ANCESTORS[other.cause] or (
+                incident.municipal and other.cause is incident.cause
+            )
+            if explained or (instrument and point and other.root.event.point == point):
+                self._merge(other, incident)
 
     def _gather_district(self, incident: _Incident) -> None:
         """Enough rooms of a district show the same supply cause: make them one municipal incident."""
@@ -268,6 +320,8 @@ class Correlator:
         self._municipal[(root.district, root.cause)] = municipal
         for peer in peers:
             self._merge(peer, municipal)
+        for site in {peer.root.event.site for peer in peers}:
+            self._absorb(municipal, site)
 
     # ------------------------------------------------------------------ bookkeeping
     def _new(
@@ -353,7 +407,7 @@ class Correlator:
         text: Text = root.text
         values = {
             "site": root.site,
-            "device": root.device,
+            "device": root.device or "(whole room: gateway or network)",
             "point": root.point,
             "district": incident.district,
             "rooms": len(sites),

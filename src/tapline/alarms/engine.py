@@ -17,6 +17,12 @@ Rules:
 - Delays run on reading timestamps (edge and cloud clocks are NTP-synchronised); a commit is dated
   when its delay ran out. Design suppression is decided when an alarm activates and again whenever a
   point it reads changes; it reads GOOD or STALE values (the last thing known), never BAD ones.
+- Grouping (optional, normally the ``Correlator``): it sees every event the moment it happens
+  (``take``), so its incidents are current within a batch or a tick; and when an alarm is first
+  raised, the engine asks it whether an open incident already explains that alarm (``hides``: e.g.
+  the 40th room's low inlet pressure during a municipal supply event). Such an alarm is raised
+  suppressed, with the incident named as the reason: recorded and grouped, not announced. Every
+  ``silence_scan_ms`` the engine asks again and announces the ones no incident explains any more.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from tapline.alarms import model
 from tapline.alarms.events import Alarm, AlarmEvent, alarm_filter
@@ -40,12 +47,25 @@ from tapline.alarms.room import (
     value_of,
     verdict,
 )
-from tapline.alarms.rules import Priority, RoomProfile, RoomRules, Template, load_template
+from tapline.alarms.rules import Cause, Priority, RoomProfile, RoomRules, Template, load_template
 from tapline.domain.model import Quality, Reading
 
 SYSTEM = "system"
 _COMMIT, _RECHECK, _SHELF = 0, 1, 2
 _GOOD, _STALE = Quality.GOOD, Quality.STALE
+
+
+class Grouping(Protocol):
+    """What the engine needs from incident correlation (see the module rules)."""
+
+    def take(self, event: AlarmEvent) -> None:
+        """One event, the moment it happens."""
+
+    def hides(self, site: str, district: str, cause: Cause, supply: bool) -> str | None:
+        """Why a room's new alarm of ``cause`` needs no announcement (an open incident explains it)."""
+
+    def tick(self, now_ms: int) -> object:
+        """Time passes (incidents may close)."""
 
 
 class AlarmEngine:
@@ -59,6 +79,7 @@ class AlarmEngine:
         spans: Mapping[str, Span] | None = None,
         id_prefix: str = "AL",
         silence_scan_ms: int = 10_000,
+        grouping: Grouping | None = None,
     ) -> None:
         self.template = template if template is not None else load_template()
         self._profiles = dict(profiles or {})
@@ -72,10 +93,13 @@ class AlarmEngine:
         self._timers: list[tuple[int, int, RoomState, int, int]] = []
         self._scan_every = silence_scan_ms
         self._next_scan = 0
+        self.grouping = grouping
+        self._grouped: dict[str, LiveAlarm] = {}
 
     # ------------------------------------------------------------------ rooms
     def configure(self, site: str, district: str, profile: RoomProfile | None = None) -> None:
-        """Give a room its profile; it starts afresh (ValueError while it has live alarms)."""
+        """Give a room its profile (rule overrides and its facts, ``RoomProfile.values``); it starts
+        afresh (ValueError while it has live alarms)."""
         room = self._rooms.get(site)
         if room is not None and room.alarms:
             raise ValueError(f"{site} has live alarms: re-configure it once they are gone")
@@ -86,11 +110,13 @@ class AlarmEngine:
     def _room(self, site: str, district: str) -> RoomState:
         room = self._rooms.get(site)
         if room is None:
-            rules = self.template.for_room(self._profiles.get(site))
+            profile = self._profiles.get(site)
+            rules = self.template.for_room(profile)
             plan = self._plans.get(rules)
             if plan is None:
                 plan = self._plans[rules] = Plan(rules, self._spans)
-            room = self._rooms[site] = RoomState(site, district, plan)
+            values = profile.values if profile is not None else None
+            room = self._rooms[site] = RoomState(site, district, plan, values)
         return room
 
     # ------------------------------------------------------------------ inputs
@@ -198,7 +224,23 @@ class AlarmEngine:
         if now_ms >= self._next_scan:
             self._next_scan = now_ms + self._scan_every
             self._scan_silence(now_ms, out)
+            if self.grouping is not None:
+                self.grouping.tick(now_ms)
+                self._regroup(now_ms, out)
         return out
+
+    def _regroup(self, now_ms: int, out: list[AlarmEvent]) -> None:
+        """Announce grouped alarms that no incident explains any more."""
+        grouping = self.grouping
+        assert grouping is not None
+        for alarm in list(self._grouped.values()):
+            room, rule = alarm.room, alarm.check.rule
+            if grouping.hides(room.site, room.district, rule.cause, rule.supply) is not None:
+                continue
+            alarm.grouped = False
+            del self._grouped[alarm.id]
+            if alarm.state.suppressed and not suppressed(room, alarm.check):
+                self._apply(alarm, Event.UNSUPPRESS, now_ms, SYSTEM, "no open incident explains it", out)
 
     def _scan_silence(self, now_ms: int, out: list[AlarmEvent]) -> None:
         for room in self._rooms.values():
@@ -339,6 +381,13 @@ class AlarmEngine:
             self._by_id[alarm.id] = alarm
             if room.out_of_service:
                 self._apply(alarm, Event.REMOVE_FROM_SERVICE, at, SYSTEM, "room out of service", out)
+            elif self.grouping is not None:
+                rule = check.rule
+                why = self.grouping.hides(room.site, room.district, rule.cause, rule.supply)
+                if why is not None:
+                    alarm.grouped = True
+                    self._grouped[alarm.id] = alarm
+                    self._apply(alarm, Event.SUPPRESS, at, SYSTEM, why, out)
         alarm.value = value
         self._apply(alarm, Event.ACTIVATE, at, SYSTEM, "condition active", out)
 
@@ -368,7 +417,7 @@ class AlarmEngine:
                 st = room.state(check.slot)
                 self._step(room, check, st, verdict(room, check, st, ts), ts, out)
                 continue
-            hide = suppressed(room, check)
+            hide = alarm.grouped or suppressed(room, check)
             if hide is not alarm.state.suppressed:
                 event, why = (
                     (Event.SUPPRESS, "by design") if hide else (Event.UNSUPPRESS, "suppression ended")
@@ -391,10 +440,14 @@ class AlarmEngine:
             alarm.state, event, at=at, by=by, reason=reason, duration_ms=duration_ms, max_shelve_ms=max_ms
         )
         alarm.state, alarm.changed = new, at
-        out.append(alarm.event(record))
+        event_record = alarm.event(record)
+        out.append(event_record)
+        if self.grouping is not None:
+            self.grouping.take(event_record)
         check, room = alarm.check, alarm.room
         if event is Event.SHELVE_TIMED and new.shelf is not None and new.shelf.until is not None:
             heapq.heappush(self._timers, (new.shelf.until, next(self._seq), room, check.slot, _SHELF))
         if new.phase is Phase.NORMAL:
             del room.alarms[check.slot]
             del self._by_id[alarm.id]
+            self._grouped.pop(alarm.id, None)

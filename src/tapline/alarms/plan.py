@@ -37,6 +37,9 @@ class Kind(IntEnum):
     INSTRUMENT = 5
     COMMS_DEVICE = 6
     COMMS_ROOM = 7
+    PUMP_CURVE = 8
+    REFILL = 9
+    FLATLINE = 10
 
 
 @dataclass(slots=True, eq=False)
@@ -44,8 +47,13 @@ class Check:
     """One alarm's evaluation, shared by every room of a plan. Fields by kind:
 
     LIMIT/DEVIATION: ``high``, raise beyond ``on``, clear back inside ``off`` (deviation: distance from
-    ``reference``). RATE: ``high`` = rising, ``on`` = units per ms, ``window_ms``. DISCRETE/AGGREGATE:
-    ``high`` = the alarm value, ``hours`` = working hours (no alarm then), ``members`` = aggregated paths.
+    ``reference``). RATE: ``high`` = rising, ``on`` = units per ms, ``window_ms``, ``smoothing_ms``.
+    DISCRETE/AGGREGATE: ``high`` = the alarm value, ``hours`` = working hours (no alarm then),
+    ``members`` = aggregated paths.
+    PUMP_CURVE: raise beyond ``on`` MPa from the pumps' pressure, clear inside ``off``; ``reference`` =
+    the flow, ``suction`` = the suction point, ``members`` = the pumps' frequencies. REFILL: raise
+    below ``on`` inflow share, clear above ``off``; ``reference`` = the flow. FLATLINE: unchanged within
+    ``on`` for ``window_ms``.
     """
 
     slot: int
@@ -58,7 +66,9 @@ class Check:
     on: float = 0.0
     off: float = 0.0
     reference: str = ""
+    suction: str = ""
     window_ms: int = 0
+    smoothing_ms: int = 0
     hours: Hours | None = None
     on_delay: int = 0
     off_delay: int = 0
@@ -103,10 +113,39 @@ class Plan:
         self._watchers: dict[str, list[Check]] = {}
         self._suppressors: dict[str, list[Check]] = {}
         self._aggregates: list[Check] = []
+        self._multi: list[tuple[Check, tuple[str, ...]]] = []
         self.room_check: Check | None = None
         for rule in rules.rules:
             if rule.kind == "comms" and rule.scope == "room":
                 self.room_check = self._new(rule, Kind.COMMS_ROOM, "")
+            elif rule.kind == "pump_curve":
+                device = rule.point.partition("/")[0]
+                check = self._new(
+                    rule,
+                    Kind.PUMP_CURVE,
+                    rule.point,
+                    device,
+                    point=rule.point,
+                    on=rule.tolerance,
+                    off=rule.tolerance * 0.75,
+                    reference=rule.flow,
+                    suction=rule.suction,
+                )
+                self._multi.append((check, (rule.point, rule.flow, rule.suction, rule.frequency)))
+            elif rule.kind == "refill":
+                device = rule.point.partition("/")[0]
+                check = self._new(
+                    rule,
+                    Kind.REFILL,
+                    rule.point,
+                    device,
+                    point=rule.point,
+                    on=rule.max_inflow_share,
+                    off=min(rule.max_inflow_share + 0.2, 1.0),
+                    reference=rule.flow,
+                    window_ms=_ms(rule.max_window_s),
+                )
+                self._multi.append((check, (rule.point, rule.flow)))
             elif rule.kind == "discrete" and rule.aggregate != "each":
                 check = self._new(
                     rule, Kind.AGGREGATE, "", point=rule.point, high=rule.alarm_when, hours=rule.working_hours
@@ -164,6 +203,11 @@ class Plan:
             if fnmatchcase(path, check.point):
                 check.members.append(path)
                 self._watch(path, check)
+        for check, patterns in self._multi:
+            if any(fnmatchcase(path, pattern) for pattern in patterns):
+                if check.kind is Kind.PUMP_CURVE and fnmatchcase(path, patterns[-1]):
+                    check.members.append(path)
+                self._watch(path, check)
         plan.checks = self._watchers.setdefault(path, [])
         plan.suppressors = self._suppressors.setdefault(path, [])
         return plan
@@ -175,7 +219,12 @@ class Plan:
                 if path in rule.live_zero and plan.above > -math.inf:
                     plan.above = math.nextafter(plan.above, math.inf)  # the low end itself is a broken loop
             return
-        if rule.kind == "comms" or (rule.kind == "discrete" and rule.aggregate != "each"):
+        if (
+            rule.kind == "comms"
+            or rule.kind == "pump_curve"
+            or rule.kind == "refill"
+            or (rule.kind == "discrete" and rule.aggregate != "each")
+        ):
             return
         if not fnmatchcase(path, rule.point):
             return
@@ -205,6 +254,10 @@ class Plan:
                 reference=reference,
             )
             self._watch(reference, check)
+        elif rule.kind == "flatline":
+            check = self._new(
+                rule, Kind.FLATLINE, path, device, point=path, on=rule.band, window_ms=_ms(rule.window_s)
+            )
         elif rule.kind == "rate":
             check = self._new(
                 rule,
@@ -215,6 +268,7 @@ class Plan:
                 high=rule.direction == "rise",
                 on=rule.per_minute / 60_000.0,
                 window_ms=_ms(rule.window_s),
+                smoothing_ms=_ms(rule.smoothing_s),
             )
         else:
             check = self._new(

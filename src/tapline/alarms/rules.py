@@ -162,13 +162,17 @@ class DeviationRule(_Rule):
 
 
 class RateRule(_Rule):
-    """``point`` rising/falling faster than ``per_minute``, measured over at least ``window_s``."""
+    """``point`` rising/falling faster than ``per_minute``, measured over at least ``window_s``.
+
+    With ``smoothing_s`` the rate is taken on the value smoothed with that time constant (first
+    order), so a slow trend shows through an analyser's noise and resolution."""
 
     kind: Literal["rate"] = "rate"
     point: str
     direction: Literal["rise", "fall"]
     per_minute: Annotated[float, Field(gt=0)]
     window_s: Annotated[float, Field(gt=0)] = 10.0
+    smoothing_s: Annotated[float, Field(ge=0)] = 0.0
 
 
 class DiscreteRule(_Rule):
@@ -184,12 +188,18 @@ class DiscreteRule(_Rule):
 
 
 class CommsRule(_Rule):
-    """The room (Sparkplug node) or a device stopped answering: one alarm, whatever its points."""
+    """The room (Sparkplug node) or a device stopped answering: one alarm, whatever its points.
+
+    A room counts as cut off when its node is dead or its devices are lost together: at least
+    ``lost_min`` of them and at least ``lost_share`` of those it has (a room's network or gateway has
+    failed, not N devices at once; a device polled slowly may not have noticed yet)."""
 
     kind: Literal["comms"] = "comms"
     scope: Literal["room", "device"]
     devices: str = "*"
     silent_after_s: Annotated[float, Field(gt=0)] | None = None
+    lost_min: Annotated[int, Field(ge=1)] = 1
+    lost_share: Annotated[float, Field(gt=0, le=1)] = 1.0
 
 
 class InstrumentRule(_Rule):
@@ -201,19 +211,91 @@ class InstrumentRule(_Rule):
     live_zero: tuple[str, ...] = ()
 
 
+class PumpCurveRule(_Rule):
+    """The pressure transmitter disagrees with the pumps (analytic redundancy).
+
+    The running pumps, all at one speed s = f/50 Hz and sharing the measured flow Q, lift water by
+    H = h0·s² − k·(Q/n)² (their curve), so the outlet must read ``suction`` + H/G. A reading more
+    than ``tolerance`` MPa away from that is an instrument fault (stuck, drifting), not a pressure
+    problem. The tolerance widens by what the flow and speed as reported (report-by-exception
+    deadbands: ``flow_uncertainty_m3h``, ``speed_uncertainty_hz``) move the curve there: a small
+    pump on the steep end of its curve gains 0.1 MPa per m³/h. Judged only in steady running:
+    every turning pump within ``speed_spread_hz`` of the others and at least ``min_hz``; silent in
+    rooms whose profile gives no curve (room values ``pump_shutoff_head_m`` h0 and ``pump_curve_k`` k)."""
+
+    kind: Literal["pump_curve"] = "pump_curve"
+    point: str
+    frequency: str = "vfd*/Frequency"
+    flow: str
+    suction: str
+    suction_is_level: bool = False  # suction read as a water column in m (a tank), else MPa
+    tolerance: Annotated[float, Field(gt=0)]
+    flow_uncertainty_m3h: Annotated[float, Field(ge=0)] = 0.6
+    speed_uncertainty_hz: Annotated[float, Field(ge=0)] = 0.25
+    min_hz: Annotated[float, Field(ge=0)] = 5.0
+    speed_spread_hz: Annotated[float, Field(gt=0)] = 1.0
+    shutoff_head_value: str = "pump_shutoff_head_m"
+    curve_k_value: str = "pump_curve_k"
+
+
+class FlatlineRule(_Rule):
+    """A stuck transmitter: ``point`` has not moved more than ``band`` for ``window_s``.
+
+    A live pressure transmitter in a pumped system always flickers by a few kPa (the gateway reports
+    it every few seconds to half a minute); one frozen at exactly the setpoint leaves the pressure
+    loop nothing to correct, so the pumps hold one speed and no other rule sees anything."""
+
+    kind: Literal["flatline"] = "flatline"
+    point: str
+    band: Annotated[float, Field(ge=0)] = 0.0
+    window_s: Annotated[float, Field(gt=0)]
+
+
+class RefillRule(_Rule):
+    """A tank that is not refilling: its level falls nearly as fast as the pumps draw.
+
+    Mass balance over the time the pumps draw ``window_level_m`` of the tank's depth: inflow =
+    drawn volume + area·Δlevel. Raised when the inflow is below ``max_inflow_share`` of what was drawn
+    while the level was below the top water level less ``margin_m`` (the float valve should then be
+    open). Silent in rooms whose profile gives no ``tank_area_m2`` / ``top_water_m``."""
+
+    kind: Literal["refill"] = "refill"
+    point: str
+    flow: str
+    max_inflow_share: Annotated[float, Field(ge=0, lt=1)] = 0.3
+    window_level_m: Annotated[float, Field(gt=0)] = 0.05
+    max_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    margin_m: Annotated[float, Field(ge=0)] = 0.15
+    area_value: str = "tank_area_m2"
+    top_value: str = "top_water_m"
+
+
 Rule = Annotated[
-    LimitRule | DeviationRule | RateRule | DiscreteRule | CommsRule | InstrumentRule,
+    LimitRule
+    | DeviationRule
+    | RateRule
+    | DiscreteRule
+    | CommsRule
+    | InstrumentRule
+    | PumpCurveRule
+    | FlatlineRule
+    | RefillRule,
     Field(discriminator="kind"),
 ]
-PROCESS_KINDS = frozenset({"limit", "deviation", "rate", "discrete"})
+PROCESS_KINDS = frozenset({"limit", "deviation", "rate", "discrete", "pump_curve", "flatline", "refill"})
 
 
 class RoomProfile(_Frozen):
-    """What makes one room (or a class of rooms) differ from the template."""
+    """What makes one room (or a class of rooms) differ from the template.
+
+    ``values`` are the room's own facts that rules read by name (tank area, top water level, pump
+    curve; see ``profiles``). They are not part of the rules, so rooms that differ only in size
+    still share one compiled plan."""
 
     absent_points: tuple[str, ...] = ()
     rules: dict[str, dict[str, object]] = Field(default_factory=dict)
     extra_rules: tuple[Rule, ...] = ()
+    values: dict[str, float] = Field(default_factory=dict)
 
 
 class Template(_Frozen):

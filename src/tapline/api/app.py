@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from tapline import __version__
-from tapline.api import auth, sites
+from tapline.api import alarms, auth, metrics, sites
 from tapline.api.errors import install_error_handlers
 from tapline.auth import UserDirectory
 from tapline.services import Services
@@ -34,7 +34,14 @@ def create_app(services: Services, users: UserDirectory, *, public_read: bool = 
     api = APIRouter(prefix="/api/v1")
     api.include_router(auth.router)
     api.include_router(sites.router)
+    api.include_router(alarms.router)
+    if services.extras.get("sim") is not None:
+        # Only with an in-process simulator (demo, tests); imported here so `serve` never loads it.
+        from tapline.api import sim
+
+        api.include_router(sim.router)
     app.include_router(api)
+    app.include_router(metrics.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> PlainTextResponse:

@@ -8,8 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from tapline.api.auth import Viewer
 from tapline.api.errors import ApiError
-from tapline.services import Services
-from tapline.store.telemetry import SeriesKey
+from tapline.services import Services, UnknownPoint, UnknownSite
 
 router = APIRouter(tags=["sites"])
 
@@ -34,6 +33,10 @@ async def get_site(request: Request, _: Viewer, site_id: str) -> dict[str, Any]:
     return detail
 
 
+RAW_WITHOUT_STEP_MS = 7 * 86_400_000
+AUTO_STEP_BUCKETS = 2_000
+
+
 @router.get("/sites/{site_id}/points/{device}/{name}/history")
 async def point_history(
     request: Request,
@@ -41,28 +44,33 @@ async def point_history(
     site_id: str,
     device: str,
     name: str,
-    start: Annotated[int, Query(description="ms since epoch, inclusive")],
-    end: Annotated[int, Query(description="ms since epoch, exclusive")],
+    start: Annotated[int, Query(ge=0, description="ms since epoch, inclusive")],
+    end: Annotated[int, Query(ge=0, description="ms since epoch, exclusive")],
     step: Annotated[int | None, Query(ge=1000, description="bucket width in ms; omit for raw values")] = None,
 ) -> dict[str, Any]:
-    """Values of one point (``device/Name``) over time, raw or aggregated to ``step`` buckets."""
+    """Values of one point (``device/Name``) over time, raw or aggregated to ``step`` buckets.
+
+    A step of a minute or more is answered from the 1-minute or 1-hour rollups (``resolution``), with the
+    newest buckets computed from raw values. Without a step, ranges over 7 days get a step that gives
+    about 2,000 buckets (the answer's ``step`` says which).
+    """
     if end <= start:
         raise ApiError(422, "invalid_range", "end must be after start")
     if (end - start) > 400 * 86_400_000:
         raise ApiError(422, "range_too_large", "at most 400 days per request")
-    svc = services(request)
-    detail = svc.site_detail(site_id)
-    if detail is None:
-        raise ApiError(404, "site_not_found", f"no pump room {site_id!r}")
-    point = f"{device}/{name}"
-    if point not in detail["points"]:
-        raise ApiError(404, "point_not_found", f"pump room {site_id} has no point {point!r}")
-    ids = await svc.store.ensure_series([SeriesKey(site_id, point)])
-    rows = await svc.store.history(ids[SeriesKey(site_id, point)], start, end, step)
+    if step is None and end - start > RAW_WITHOUT_STEP_MS:
+        step = max(60_000, (end - start) // AUTO_STEP_BUCKETS // 60_000 * 60_000)
+    try:
+        answer = await services(request).point_history(site_id, f"{device}/{name}", start, end, step)
+    except UnknownSite as exc:
+        raise ApiError(404, "site_not_found", f"no pump room {site_id!r}") from exc
+    except UnknownPoint as exc:
+        raise ApiError(404, "point_not_found", f"pump room {site_id} has no point {device}/{name!s}") from exc
     return {
-        "site": site_id,
-        "point": point,
-        "step": step,
+        "site": answer.site,
+        "point": answer.point,
+        "step": answer.step_ms,
+        "resolution": answer.resolution,
         "values": [
             {
                 "ts": r.ts,
@@ -73,6 +81,6 @@ async def point_history(
                 "count": r.count,
                 "quality": r.quality,
             }
-            for r in rows
+            for r in answer.values
         ],
     }

@@ -1,11 +1,15 @@
 """The gateway's Modbus transport: the only module that imports the pymodbus client.
 
 Rules:
-- One ``BusClient`` per physical bus (a TCP connection to a room gateway, or a serial line). It
-  allows exactly one request in flight (an asyncio lock), which is what a serial line physically
-  requires and what keeps a TCP room gateway from being flooded.
+- ``BusClient`` is the one-method-per-operation seam (read, write, close) the poller, the command
+  handler and the interlocks talk to; tests supply fakes.
+- ``ExclusiveBus`` wraps any ``BusClient`` and is the *only* way the gateway reaches a bus: it allows
+  exactly one request in flight (an asyncio lock, FIFO), which a serial line physically requires and
+  which keeps a TCP room gateway from being flooded, and it keeps the bus and per-unit statistics
+  (requests, timeouts, errors, latency) that are published as gateway metrics.
 - pymodbus errors are translated here into the ``ModbusIOError`` tree; nothing above this module
-  sees a pymodbus type.
+  sees a pymodbus type. A garbage or truncated frame shows up as ``DeviceTimeout`` (pymodbus drops
+  it and the request times out) or ``DeviceException``; it never raises anything else.
 - Retries and backoff belong to the poller (it knows which device failed); this layer does a single
   attempt per call with the bus timeout.
 """
@@ -13,10 +17,11 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pymodbus import FramerType
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -24,6 +29,9 @@ from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOEx
 
 from tapline.edge.config import SerialBus, TcpBus
 from tapline.registers.maps import Table
+
+_T = TypeVar("_T")
+ILLEGAL_FUNCTION = 1
 
 
 class ModbusIOError(Exception):
@@ -62,11 +70,11 @@ class BusClient(Protocol):
 
 @dataclass
 class BusStats:
-    """Counters a bus keeps, published as gateway metrics."""
+    """Counters of one bus or one unit on it, published as gateway metrics."""
 
     requests: int = 0
     timeouts: int = 0
-    errors: int = 0
+    errors: int = 0  # exception responses, garbage, link failures
     reconnects: int = 0
     latency_total_s: float = 0.0
     latency_max_s: float = 0.0
@@ -75,16 +83,73 @@ class BusStats:
         self.latency_total_s += seconds
         self.latency_max_s = max(self.latency_max_s, seconds)
 
+    @property
+    def latency_mean_ms(self) -> float:
+        return 1000.0 * self.latency_total_s / self.requests if self.requests else 0.0
+
+
+class ExclusiveBus:
+    """One request in flight on ``inner``, with bus and per-unit statistics (see module rules)."""
+
+    def __init__(self, inner: BusClient, *, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.stats = BusStats()
+        self.units: dict[int, BusStats] = {}
+        self._clock = clock
+        self._lock = asyncio.Lock()
+
+    def unit_stats(self, unit: int) -> BusStats:
+        stats = self.units.get(unit)
+        if stats is None:
+            stats = self.units[unit] = BusStats()
+        return stats
+
+    async def _run(self, unit: int, call: Callable[[], Awaitable[_T]]) -> _T:
+        async with self._lock:
+            unit_stats = self.unit_stats(unit)
+            self.stats.requests += 1
+            unit_stats.requests += 1
+            started = self._clock()
+            try:
+                return await call()
+            except DeviceTimeout:
+                self.stats.timeouts += 1
+                unit_stats.timeouts += 1
+                raise
+            except ModbusIOError:
+                self.stats.errors += 1
+                unit_stats.errors += 1
+                raise
+            finally:
+                elapsed = self._clock() - started
+                self.stats.observe(elapsed)
+                unit_stats.observe(elapsed)
+
+    async def read(self, unit: int, table: Table, address: int, count: int) -> list[int] | list[bool]:
+        return await self._run(unit, lambda: self.inner.read(unit, table, address, count))
+
+    async def write(
+        self, unit: int, table: Table, address: int, values: Sequence[int] | Sequence[bool]
+    ) -> None:
+        await self._run(unit, lambda: self.inner.write(unit, table, address, values))
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.inner.close()
+
 
 class PymodbusBus:
-    """A ``BusClient`` on pymodbus (TCP, RTU over TCP, or RTU on a serial port)."""
+    """A ``BusClient`` on pymodbus (TCP, RTU over TCP, or RTU on a serial port); wrap it in
+    ``ExclusiveBus`` (its own lock only guards the connection object)."""
 
     def __init__(self, config: TcpBus | SerialBus) -> None:
         self.name = config.name
         self.config = config
-        self.stats = BusStats()
+        self.reconnects = 0
         self._lock = asyncio.Lock()
         self._client: Any = None
+        self._multiple_only: set[tuple[int, Table]] = set()
 
     def _make_client(self) -> Any:
         config = self.config
@@ -115,7 +180,7 @@ class PymodbusBus:
         if self._client is not None:
             self._client.close()
         self._client = self._make_client()
-        self.stats.reconnects += 1
+        self.reconnects += 1
         try:
             ok = await self._client.connect()
         except (OSError, ModbusException) as exc:
@@ -127,24 +192,21 @@ class PymodbusBus:
     async def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         async with self._lock:
             client = await self._connected()
-            self.stats.requests += 1
-            started = time.perf_counter()
             try:
                 response = await getattr(client, method)(*args, **kwargs)
             except ModbusIOException as exc:
-                self.stats.timeouts += 1
+                _raise_if_cancelling()
                 raise DeviceTimeout(f"bus {self.name}: {what}: no response") from exc
             except (ConnectionException, OSError) as exc:
-                self.stats.errors += 1
                 client.close()
+                _raise_if_cancelling()
                 raise LinkDown(f"bus {self.name}: {what}: {exc}") from exc
-            except ModbusException as exc:  # garbage frames, wrong ids, decoding failures
-                self.stats.errors += 1
+            except (ModbusException, ValueError, IndexError, struct.error) as exc:
+                # garbage frames, wrong ids, decoding failures (pymodbus#2698: struct.error on junk)
+                _raise_if_cancelling()
                 raise DeviceException(0, f"bus {self.name}: {what}: {exc}") from exc
-            finally:
-                self.stats.observe(time.perf_counter() - started)
+            _raise_if_cancelling()
             if response.isError():
-                self.stats.errors += 1
                 code = int(getattr(response, "exception_code", 0) or 0)
                 raise DeviceException(code, f"bus {self.name}: {what}: exception code {code}")
             return response
@@ -171,23 +233,52 @@ class PymodbusBus:
     async def write(
         self, unit: int, table: Table, address: int, values: Sequence[int] | Sequence[bool]
     ) -> None:
+        """Write coils or holding registers. One value goes out as FC5/FC6; a unit that answers
+        those with "illegal function" is written with FC15/FC16 from then on (FC16 is the one
+        write every Modbus device has, conformance class 0)."""
         what = f"write unit {unit} {table.value} {address}"
-        if table is Table.COIL:
-            if len(values) != 1:
-                await self._call(what, "write_coils", address, [bool(v) for v in values], device_id=unit)
-            else:
-                await self._call(what, "write_coil", address, bool(values[0]), device_id=unit)
-        elif table is Table.HOLDING:
-            words = [int(v) for v in values]
-            if len(words) == 1:
-                await self._call(what, "write_register", address, words[0], device_id=unit)
-            else:
-                await self._call(what, "write_registers", address, words, device_id=unit)
-        else:
+        if table not in (Table.COIL, Table.HOLDING):
             raise DeviceException(0, f"bus {self.name}: {table.value} registers are read-only")
+        multiple = len(values) != 1 or (unit, table) in self._multiple_only
+        try:
+            await self._write(what, unit, table, address, values, multiple)
+        except DeviceException as exc:
+            if multiple or exc.code != ILLEGAL_FUNCTION:
+                raise
+            self._multiple_only.add((unit, table))
+            await self._write(what, unit, table, address, values, True)
+
+    async def _write(
+        self,
+        what: str,
+        unit: int,
+        table: Table,
+        address: int,
+        values: Sequence[int] | Sequence[bool],
+        multiple: bool,
+    ) -> None:
+        if table is Table.COIL:
+            bits = [bool(v) for v in values]
+            if multiple:
+                await self._call(what, "write_coils", address, bits, device_id=unit)
+            else:
+                await self._call(what, "write_coil", address, bits[0], device_id=unit)
+        else:
+            words = [int(v) for v in values]
+            if multiple:
+                await self._call(what, "write_registers", address, words, device_id=unit)
+            else:
+                await self._call(what, "write_register", address, words[0], device_id=unit)
 
     async def close(self) -> None:
         async with self._lock:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _raise_if_cancelling() -> None:
+    """pymodbus may turn a cancellation into a timeout or a reply; a cancelled task must stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

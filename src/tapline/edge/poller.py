@@ -1,13 +1,18 @@
-"""Acquisition: one coordinator per bus is the only thing that talks to that bus's devices.
+"""Acquisition: one coordinator per bus is the only thing that polls that bus's devices.
 
 Rules:
-- Each device's points are planned once into block reads per poll class (fast, slow); a cycle walks
-  the plan. Devices on one bus are polled one request at a time (the bus lock) and their first polls
-  are staggered over the period so a bus never sees a burst.
-- A device that fails ``offline_after_failures`` cycles in a row is reported lost (→ DDEATH) and is
-  then retried with capped exponential backoff; its first good cycle reports it found (→ DBIRTH).
-- A Modbus exception on one block (e.g. illegal address after a firmware change) drops that block's
-  points for the cycle and is counted; it does not take the device offline.
+- Each device's points are planned once into block reads: the fast plan (fast points only) and the
+  full plan (fast + slow points merged, used when the slow class is due, so a slow total next to a
+  fast pressure costs no extra request). A cycle walks one plan.
+- The poller awaits every request before the next, and all requests go through ``ExclusiveBus``, so
+  with commands and interlock writes on the same bus there is still one request in flight per bus.
+  Devices' first polls are staggered over the fast period so a bus never sees a burst.
+- A timeout is retried up to the bus's ``retries`` with a short doubling backoff. A device that fails
+  ``offline_after_failures`` cycles in a row is reported lost (→ DDEATH) and is then retried with
+  capped exponential backoff; its first good cycle reports it found (→ DBIRTH).
+- A Modbus exception (or garbage) on one block (e.g. illegal address after a firmware change) drops that
+  block's points for the cycle and is counted; it does not take the device offline. It is logged when
+  the block starts failing and when it recovers, never per poll.
 - Results go to a sink as ``Sample`` events; this module never publishes or stores anything itself.
 """
 
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +34,7 @@ from tapline.registers.maps import RegisterMap
 log = get_logger(__name__)
 
 PollClass = Literal["fast", "slow"]
+RETRY_BACKOFF_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +66,26 @@ Sink = Callable[[PollEvent], Awaitable[None]]
 
 @dataclass
 class DeviceStats:
+    """What the poller knows about one device, besides the bus's per-unit request counters."""
+
     cycles: int = 0
     failures: int = 0
     block_errors: int = 0
+    retries: int = 0
 
 
 @dataclass
-class _DevicePlan:
+class DevicePlan:
+    """One device's block plans and polling state."""
+
     config: DeviceConfig
-    blocks: dict[PollClass, list[Block]]
+    fast: list[Block]
+    full: list[Block]
     online: bool | None = None  # None until the first cycle decides
     consecutive_failures: int = 0
     next_due: dict[PollClass, float] = field(default_factory=dict)
     retry_delay: float = 0.0
+    failing_blocks: set[int] = field(default_factory=set)
     stats: DeviceStats = field(default_factory=DeviceStats)
 
 
@@ -86,23 +99,25 @@ class BusPoller:
     def __init__(
         self,
         bus: BusClient,
-        devices: list[tuple[DeviceConfig, RegisterMap]],
+        devices: Sequence[tuple[DeviceConfig, RegisterMap]],
         poll: PollConfig,
         sink: Sink,
         *,
+        retries: int = 1,
+        max_gap: int = 8,
         clock_ms: Callable[[], int] = wall_ms,
     ) -> None:
         self.bus = bus
         self.poll = poll
         self.sink = sink
+        self.retries = retries
         self.clock_ms = clock_ms
+        self.overruns = 0  # cycles that started a full fast period late: the bus cannot keep up
         self.devices = [
-            _DevicePlan(
+            DevicePlan(
                 config=config,
-                blocks={
-                    "fast": plan_blocks(p for p in register_map.points if p.poll == "fast"),
-                    "slow": plan_blocks(p for p in register_map.points if p.poll == "slow"),
-                },
+                fast=plan_blocks((p for p in register_map.points if p.poll == "fast"), max_gap=max_gap),
+                full=plan_blocks(register_map.points, max_gap=max_gap),
             )
             for config, register_map in devices
         ]
@@ -111,26 +126,51 @@ class BusPoller:
         return self.poll.fast_s if poll_class == "fast" else self.poll.slow_s
 
     def requests_per_cycle(self) -> int:
-        return sum(len(plan.blocks["fast"]) for plan in self.devices)
+        """Block reads of one fast cycle over every device on this bus."""
+        return sum(len(plan.fast) for plan in self.devices)
 
-    async def poll_device(self, plan: _DevicePlan, classes: tuple[PollClass, ...]) -> None:
+    def configured_rate(self) -> float:
+        """Requests per second this bus needs when every device answers (the plan's demand)."""
+        rate = 0.0
+        for plan in self.devices:
+            slow_extra = len(plan.full) - len(plan.fast)
+            rate += len(plan.fast) / self.poll.fast_s + max(slow_extra, 0) / self.poll.slow_s
+        return rate
+
+    async def _read(self, plan: DevicePlan, block: Block) -> dict[str, Value]:
+        attempt = 0
+        while True:
+            try:
+                data = await self.bus.read(plan.config.unit, block.table, block.address, block.count)
+                return block.decode(data)
+            except DeviceTimeout:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                plan.stats.retries += 1
+                await asyncio.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
+
+    async def poll_device(self, plan: DevicePlan, slow_due: bool) -> None:
         """One cycle for one device: read its blocks, report values or a loss."""
         values: dict[str, Value] = {}
         failure: str | None = None
-        for poll_class in classes:
-            for block in plan.blocks[poll_class]:
-                try:
-                    data = await self.bus.read(plan.config.unit, block.table, block.address, block.count)
-                    values.update(block.decode(data))
-                except (DeviceTimeout, LinkDown) as exc:
-                    failure = str(exc)
-                    break
-                except (DeviceException, ValueError) as exc:
-                    plan.stats.block_errors += 1
-                    if plan.stats.block_errors == 1:
-                        log.warning("block_read_error", device=plan.config.name, error=str(exc))
-            if failure:
+        blocks = plan.full if slow_due else plan.fast
+        for index, block in enumerate(blocks):
+            key = index if not slow_due else 1000 + index
+            try:
+                values.update(await self._read(plan, block))
+            except (DeviceTimeout, LinkDown) as exc:
+                failure = str(exc)
                 break
+            except (DeviceException, ValueError) as exc:
+                plan.stats.block_errors += 1
+                if key not in plan.failing_blocks:
+                    plan.failing_blocks.add(key)
+                    log.warning("block_read_failing", device=plan.config.name, error=str(exc))
+                continue
+            if key in plan.failing_blocks:
+                plan.failing_blocks.discard(key)
+                log.info("block_read_recovered", device=plan.config.name, address=block.address)
         plan.stats.cycles += 1
         now = self.clock_ms()
         if failure is None:
@@ -141,7 +181,7 @@ class BusPoller:
                 log.info("device_found", device=plan.config.name)
                 await self.sink(DeviceFound(plan.config.name, now))
             if values:
-                await self.sink(Sample(plan.config.name, now, values, classes[-1]))
+                await self.sink(Sample(plan.config.name, now, values, "slow" if slow_due else "fast"))
             return
         plan.stats.failures += 1
         plan.consecutive_failures += 1
@@ -152,7 +192,7 @@ class BusPoller:
             log.warning("device_lost", device=plan.config.name, reason=failure)
             await self.sink(DeviceLost(plan.config.name, now, failure))
         if plan.online is False:
-            plan.retry_delay = min(max(plan.retry_delay * 2, self.poll.fast_s), 30.0)
+            plan.retry_delay = min(max(plan.retry_delay * 2, self.poll.fast_s), self.poll.offline_retry_max_s)
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
@@ -162,20 +202,27 @@ class BusPoller:
         for index, plan in enumerate(self.devices):
             offset = self.poll.fast_s * index / count
             plan.next_due = {"fast": start + offset, "slow": start + offset}
+        if not self.devices:
+            await asyncio.Event().wait()
         while True:
             now = loop.time()
             for plan in self.devices:
-                due: list[PollClass] = [c for c in ("slow", "fast") if plan.next_due[c] <= now]
-                if not due:
+                slow_due = plan.next_due["slow"] <= now
+                if not slow_due and plan.next_due["fast"] > now:
                     continue
-                if "fast" in due and "slow" not in due and not plan.blocks["fast"]:
-                    plan.next_due["fast"] = now + self.period("fast")
+                if not slow_due and not plan.fast:
+                    plan.next_due["fast"] = now + self.poll.fast_s
                     continue
-                await self.poll_device(plan, tuple(due))
-                for poll_class in due:
-                    delay = self.period(poll_class)
+                if now - plan.next_due["fast"] > self.poll.fast_s:
+                    self.overruns += 1
+                await self.poll_device(plan, slow_due)
+                fast_delay = self.poll.fast_s
+                if plan.online is False:
+                    fast_delay = max(plan.retry_delay, fast_delay)
+                plan.next_due["fast"] = max(plan.next_due["fast"] + fast_delay, loop.time())
+                if slow_due:
+                    plan.next_due["slow"] = max(plan.next_due["slow"] + self.poll.slow_s, loop.time())
                     if plan.online is False:
-                        delay = max(plan.retry_delay, delay) if poll_class == "fast" else delay
-                    plan.next_due[poll_class] = max(plan.next_due[poll_class] + delay, loop.time())
-            next_time = min(min(plan.next_due.values()) for plan in self.devices) if self.devices else now + 1
+                        plan.next_due["slow"] = max(plan.next_due["slow"], plan.next_due["fast"])
+            next_time = min(min(plan.next_due.values()) for plan in self.devices)
             await asyncio.sleep(max(0.0, next_time - loop.time()))

@@ -6,8 +6,11 @@ Rules:
 - A node death marks the room offline and every point STALE, keeping value and timestamp (the host
   receive time of the death is recorded as ``stale_since``); a device death does the same for that
   device's points.
-- Room status: ``online`` (node and every device alive), ``degraded`` (node alive, a device dead),
-  ``offline`` (node dead or never seen).
+- Room status: ``online`` (node and every device alive), ``degraded`` (node alive, a device dead or
+  not yet born in this session), ``offline`` (node dead or never seen).
+- Warm start: after a host restart the cache is filled from the store (``warm``) with the last stored
+  values marked STALE and the devices known from earlier births marked offline, so a room shows its
+  last known picture, clearly stale, until its births arrive.
 - Pure in-memory structure; the ingest service mutates it from one task, the API reads it.
 """
 
@@ -111,13 +114,41 @@ class LiveState:
             if path.startswith(prefix):
                 point.quality = Quality.STALE
 
-    def update(self, site: str, district: str, readings: Iterable[Reading], at: int) -> None:
+    def declare(self, site: str, district: str, device: str, points: dict[str, PointInfo]) -> None:
+        """Record a device known from an earlier birth without marking it online (warm start)."""
+        state = self.site(site, district)
+        entry = state.devices.setdefault(device, DeviceState(device))
+        if not entry.points:
+            entry.points = points
+
+    def warm(self, site: str, district: str, values: Iterable[tuple[str, Value, int]]) -> None:
+        """Last stored ``(point, value, ts)`` of a room, as STALE; never replaces a newer cached value."""
+        points = self.site(site, district).points
+        for point, value, ts in values:
+            current = points.get(point)
+            if current is None or current.ts < ts:
+                points[point] = PointState(value, ts, Quality.STALE)
+
+    def update(self, site: str, district: str, readings: Iterable[Reading], at: int) -> int:
+        """Apply live readings (older ones than cached are ignored); return the newest reading ts."""
         state = self.site(site, district)
         state.last_message = at
         points = state.points
+        newest = -1
         for reading in readings:
+            ts = reading.ts
+            if ts > newest:
+                newest = ts
             current = points.get(reading.point)
             if current is None:
-                points[reading.point] = PointState(reading.value, reading.ts, reading.quality)
-            elif reading.ts >= current.ts:
-                current.value, current.ts, current.quality = reading.value, reading.ts, reading.quality
+                points[reading.point] = PointState(reading.value, ts, reading.quality)
+            elif ts >= current.ts:
+                current.value, current.ts, current.quality = reading.value, ts, reading.quality
+        return newest
+
+    def counts(self) -> dict[str, int]:
+        """Number of rooms by status (for /metrics)."""
+        out = {"online": 0, "degraded": 0, "offline": 0}
+        for state in self.sites.values():
+            out[state.status] += 1
+        return out

@@ -28,7 +28,18 @@ from tapline.sim.physics import RoomSim
 log = get_logger(__name__)
 
 # Modbus function codes → the table they address.
-_READ_TABLE = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 4: Table.INPUT, 23: Table.HOLDING}
+# A write request reads its target back for the response, with the write's own function code.
+_READ_TABLE = {
+    1: Table.COIL,
+    2: Table.DISCRETE,
+    3: Table.HOLDING,
+    4: Table.INPUT,
+    5: Table.COIL,
+    6: Table.HOLDING,
+    15: Table.COIL,
+    16: Table.HOLDING,
+    23: Table.HOLDING,
+}
 _WRITE_TABLE = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING}
 
 

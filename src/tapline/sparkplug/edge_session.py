@@ -21,9 +21,9 @@ Rules (Sparkplug B 3.0 SOB and Payloads chapters; reliability.md §1.1):
   (tck-id-payloads-metric-datatype-not-req), metrics sorted by timestamp (…-publish-dbirth-order).
 - Inbound NCMD/DCMD: exactly one metric, resolved by name or alias against what this session declared.
   ``Node Control/Rebirth`` (true) -> ``Rebirth``; ``Node Control/Replay`` (from_ms, optional property
-  ``until``) -> ``Replay``; a declared point -> ``WritePoint``. Anything else raises ``TopicError`` or
-  ``PayloadError``; the caller counts and ignores it. Whether a point may be written is the command
-  handler's decision, not this module's.
+  ``until``) -> ``Replay``, confirmed by ``replay_done`` once answered; a declared point ->
+  ``WritePoint``. Anything else raises ``TopicError`` or ``PayloadError``; the caller counts and
+  ignores it. Whether a point may be written is the command handler's decision, not this module's.
 
 Pure: no clock (``now_ms`` is passed in), no MQTT client, no logging.
 """
@@ -219,6 +219,17 @@ class EdgeNodeSession:
             for reading in sorted(readings, key=_reading_ts)
         )
         return self._publish(MessageType.NDATA, None, metrics, now_ms)
+
+    def replay_done(self, replay: Replay, now_ms: int) -> Message:
+        """The NDATA confirming that everything ``replay`` covered has been published (DESIGN §2a).
+
+        It carries ``Node Control/Replay`` = the request's from (property ``until`` when it had one),
+        by name like every Node Control metric; publish it after the last historical message.
+        """
+        self._require("ndata")
+        properties = () if replay.to_ms is None else ((REPLAY_UNTIL, replay.to_ms),)
+        metric = Metric(name=REPLAY, timestamp=now_ms, value=replay.from_ms, properties=properties)
+        return self._publish(MessageType.NDATA, None, (metric,), now_ms)
 
     def ddeath(self, device: str, now_ms: int) -> Message:
         """A DDEATH for a born device (the host marks its points STALE at ``now_ms``)."""

@@ -16,9 +16,13 @@ Rules (Sparkplug B 3.0 SOB; reliability.md §1.2, §1.5; DESIGN §2a):
     1 <= d < 128     ahead of a gap: buffered, the reorder timer starts (…-reordering-start); if it
                      expires (``on_tick``/next message) or 128 messages are buffered: RequestRebirth
                      (…-reordering-rebirth) + RequestReplay from the last contiguous timestamp, and the
-                     buffered messages are processed in seq order;
+                     buffered messages are processed in seq order. Any other flush over a gap (at an
+                     NBIRTH, an NDEATH, a lost broker) also starts with that RequestReplay;
     otherwise        a late message (e.g. after its gap timed out): data is passed on flagged
-                     ``duplicate``; a late birth or death is ignored.
+                     ``duplicate``; a late birth or death is ignored — unless its payload timestamp is
+                     newer than the last contiguous message's: then the edge restarted its sequence
+                     with an NBIRTH we lost, and the message is ``Rejected`` (``seq_reset``) with a
+                     rebirth request and a replay at the next birth.
 - DBIRTH/NDATA/DDATA/DDEATH for a node that is not online ("data before birth"), DDATA for a device
   without DBIRTH, an unknown alias/name, a malformed payload: ``Rejected`` per message, and a
   ``RequestRebirth`` at most once per node per ``rebirth_retry_ms`` until an NBIRTH arrives (the spec's
@@ -31,6 +35,9 @@ Rules (Sparkplug B 3.0 SOB; reliability.md §1.2, §1.5; DESIGN §2a):
   metric gives no reading; values take the datatype declared in the birth; quality comes from the
   ``Quality`` property; ``is_historical`` metrics come in a separate ``Data(historical=True)``, before the
   live ones of the same message. Births' values are passed on as ``Data`` after the Online event.
+- An NDATA carrying ``Node Control/Replay`` (from, property ``until``) is the node's confirmation that it
+  has sent everything a Replay request covered: ``ReplayDone``, in seq order after that data (DESIGN §2a).
+- Every ``Rejected`` carries a ``RejectCode`` (a small fixed set, for counters) and a free-text reason.
 - ``mark_all_stale`` is for when the host loses the broker: every online node goes offline (STALE).
 - Its own STATE seen offline gives ``OwnStateOffline`` (the IO layer must republish online=true with its
   birth timestamp); other hosts' STATE and all NCMD/DCMD are ignored.
@@ -42,10 +49,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final, NamedTuple
 
 from tapline.domain.model import Quality, Reading, Value
 from tapline.sparkplug.codec import (
+    DEFAULT_MAX_PAYLOAD,
     Metric,
     Payload,
     SpDataType,
@@ -70,7 +79,9 @@ __all__ = [
     "NodeStatus",
     "OwnStateOffline",
     "PointInfo",
+    "RejectCode",
     "Rejected",
+    "ReplayDone",
     "RequestRebirth",
     "RequestReplay",
     "rebirth_command",
@@ -158,12 +169,39 @@ class RequestReplay:
     from_ms: int | None
 
 
+class RejectCode(StrEnum):
+    """Why a message was rejected, as a fixed set (metric labels, dead-letter reasons)."""
+
+    UNKNOWN_TOPIC = "unknown_topic"
+    OVERSIZED = "oversized"
+    MALFORMED = "malformed"
+    BAD_BIRTH = "bad_birth"
+    BIRTH_OVERTAKEN = "birth_overtaken"
+    BEFORE_BIRTH = "before_birth"
+    NO_SEQ = "no_seq"
+    SEQ_RESET = "seq_reset"
+    UNKNOWN_METRIC = "unknown_metric"
+    WRONG_TYPE = "wrong_type"
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A message that was dropped, and why (count it)."""
+    """A message (or part of one) that was dropped, and why (count it)."""
 
     topic: str
     reason: str
+    code: RejectCode = RejectCode.MALFORMED
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayDone:
+    """The node has sent everything the Replay request (``from_ms``, ``until_ms``) covered."""
+
+    group: str
+    node: str
+    from_ms: int
+    until_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +220,7 @@ Event = (
     | RequestRebirth
     | RequestReplay
     | Rejected
+    | ReplayDone
     | OwnStateOffline
 )
 
@@ -225,6 +264,7 @@ class _Buffered:
     raw_topic: str
     payload: Payload
     received_ms: int
+    raw: bytes
 
 
 @dataclass(slots=True)
@@ -293,26 +333,33 @@ class HostTracker:
         try:
             parsed = Topic.parse(topic)
         except TopicError as exc:
-            return [Rejected(topic, str(exc))]
+            return [Rejected(topic, str(exc), RejectCode.UNKNOWN_TOPIC, payload)]
         if parsed.type is MessageType.STATE:
             return self._on_state(parsed, topic, payload)
         if parsed.type in (MessageType.NCMD, MessageType.DCMD):
             return []
         node = self._node(parsed.group, parsed.node)
         events = self._expire(node, now_ms)
-        try:
-            decoded = (
-                decode_payload(payload)
-                if self._max_payload is None
-                else decode_payload(payload, self._max_payload)
+        limit = DEFAULT_MAX_PAYLOAD if self._max_payload is None else self._max_payload
+        if len(payload) > limit:
+            events.append(
+                Rejected(
+                    topic, f"payload of {len(payload)} bytes exceeds {limit}", RejectCode.OVERSIZED, payload
+                )
             )
+            if node.online:
+                node.needs_replay = True
+                events += self._request_rebirth(node, "oversized payload", now_ms)
+            return events
+        try:
+            decoded = decode_payload(payload, limit)
         except PayloadError as exc:
-            events.append(Rejected(topic, str(exc)))
+            events.append(Rejected(topic, str(exc), RejectCode.MALFORMED, payload))
             if node.online:
                 node.needs_replay = True
                 events += self._request_rebirth(node, "malformed payload", now_ms)
             return events
-        message = _Buffered(parsed, topic, decoded, now_ms)
+        message = _Buffered(parsed, topic, decoded, now_ms, payload)
         if parsed.type is MessageType.NDEATH:
             return events + self._on_ndeath(node, message)
         if parsed.type is MessageType.NBIRTH:
@@ -346,7 +393,8 @@ class HostTracker:
                 raise PayloadError("NBIRTH without seq")
             points = _declare(payload.metrics, None, node_level=True)
         except PayloadError as exc:
-            return [Rejected(message.raw_topic, str(exc)), *self._request_rebirth(node, str(exc), now_ms)]
+            rejected = Rejected(message.raw_topic, str(exc), RejectCode.BAD_BIRTH, message.raw)
+            return [rejected, *self._request_rebirth(node, str(exc), now_ms)]
         if (
             not node.online
             and node.dead_bd_seq == bd_seq
@@ -354,11 +402,13 @@ class HostTracker:
             and now_ms - node.dead_at < self.reorder_timeout_ms
         ):
             reason = f"NBIRTH with bdSeq {bd_seq} of a session that just died (its Will overtook it)"
-            return [Rejected(message.raw_topic, reason), *self._request_rebirth(node, reason, now_ms)]
+            rejected = Rejected(message.raw_topic, reason, RejectCode.BIRTH_OVERTAKEN, message.raw)
+            return [rejected, *self._request_rebirth(node, reason, now_ms)]
+        gapped = bool(node.buffered)
         events = self._flush(node)  # messages buffered from the previous birth precede this one
         was_known, was_online, old_bd_seq = node.bd_seq is not None, node.online, node.bd_seq
         replay_from = node.last_ts
-        needs_replay = node.needs_replay or not was_online or old_bd_seq != bd_seq
+        needs_replay = not gapped and (node.needs_replay or not was_online or old_bd_seq != bd_seq)
         node.online, node.bd_seq = True, bd_seq
         node.devices.clear()
         node.aliases = {p.alias: (None, name) for name, p in points.items() if p.alias is not None}
@@ -378,7 +428,7 @@ class HostTracker:
         try:
             bd_seq = _bd_seq(message.payload)
         except PayloadError as exc:
-            return [Rejected(message.raw_topic, str(exc))]
+            return [Rejected(message.raw_topic, str(exc), RejectCode.MALFORMED, message.raw)]
         if not node.online or node.bd_seq != bd_seq:
             return []  # a late Will of an older session, or a second NDEATH: nothing to change
         events = self._flush(node)  # what was buffered was sent before the death
@@ -398,7 +448,8 @@ class HostTracker:
                     raise PayloadError(f"alias {info.alias} of {info.point} is already {owner}")
         except PayloadError as exc:
             now_ms = message.received_ms
-            return [Rejected(message.raw_topic, str(exc)), *self._request_rebirth(node, str(exc), now_ms)]
+            rejected = Rejected(message.raw_topic, str(exc), RejectCode.BAD_BIRTH, message.raw)
+            return [rejected, *self._request_rebirth(node, str(exc), now_ms)]
         node.aliases = {a: owner for a, owner in node.aliases.items() if owner[0] != device}
         node.aliases.update({p.alias: (device, n) for n, p in points.items() if p.alias is not None})
         node.devices[device] = _Device(True, {n: _Point(p.point, p.datatype) for n, p in points.items()})
@@ -423,7 +474,8 @@ class HostTracker:
                 reason = f"DDATA for device {device!r} before its DBIRTH"
                 now_ms = message.received_ms
                 node.needs_replay = True
-                return [Rejected(message.raw_topic, reason), *self._request_rebirth(node, reason, now_ms)]
+                rejected = Rejected(message.raw_topic, reason, RejectCode.BEFORE_BIRTH, message.raw)
+                return [rejected, *self._request_rebirth(node, reason, now_ms)]
         return self._readings(node, device, message.payload, message, duplicate)
 
     def _go_offline(self, node: _Node, at_ms: int) -> list[Event]:
@@ -439,7 +491,7 @@ class HostTracker:
         try:
             online, timestamp = parse_state(payload)
         except PayloadError as exc:
-            return [Rejected(raw_topic, str(exc))]
+            return [Rejected(raw_topic, str(exc), RejectCode.MALFORMED, payload)]
         if topic.node == self.host_id and not online:
             return [OwnStateOffline(timestamp)]
         return []
@@ -450,12 +502,14 @@ class HostTracker:
         now_ms = message.received_ms
         if not node.online:
             reason = f"{message.topic.type} before NBIRTH"
-            return [Rejected(message.raw_topic, reason), *self._request_rebirth(node, reason, now_ms)]
+            rejected = Rejected(message.raw_topic, reason, RejectCode.BEFORE_BIRTH, message.raw)
+            return [rejected, *self._request_rebirth(node, reason, now_ms)]
         seq = message.payload.seq
         if seq is None:
             node.needs_replay = True
             reason = f"{message.topic.type} without seq"
-            return [Rejected(message.raw_topic, reason), *self._request_rebirth(node, reason, now_ms)]
+            rejected = Rejected(message.raw_topic, reason, RejectCode.NO_SEQ, message.raw)
+            return [rejected, *self._request_rebirth(node, reason, now_ms)]
         distance = (seq - node.expected) % 256
         if distance == 0:
             events = self._process(node, message, duplicate=False)
@@ -475,6 +529,14 @@ class HostTracker:
             if len(node.buffered) >= _MAX_BUFFERED:
                 return self._give_up(node, now_ms, f"{len(node.buffered)} messages after a seq gap")
             return []
+        sent = message.payload.timestamp
+        if seq != node.last_seq and sent is not None and node.last_ts is not None and sent > node.last_ts:
+            # Behind by seq but newer than everything processed: not a late message but a new seq run
+            # whose NBIRTH we never saw (tahu#373). Its data cannot be placed; ask for all of it again.
+            node.needs_replay = True
+            reason = f"{message.topic.type} seq {seq} restarts the sequence (expected {node.expected})"
+            rejected = Rejected(message.raw_topic, reason, RejectCode.SEQ_RESET, message.raw)
+            return [rejected, *self._request_rebirth(node, reason, now_ms)]
         return self._handlers[message.topic.type](node, message, True)
 
     def _process(self, node: _Node, message: _Buffered, duplicate: bool) -> list[Event]:
@@ -494,11 +556,14 @@ class HostTracker:
     def _give_up(self, node: _Node, now_ms: int, reason: str) -> list[Event]:
         events: list[Event] = [RequestReplay(node.group, node.node, node.last_ts)]
         events += self._request_rebirth(node, reason, now_ms)
-        return events + self._flush(node)
+        return events + self._flush(node, announce=False)
 
-    def _flush(self, node: _Node) -> list[Event]:
-        """Process every buffered message in seq order, skipping the gaps."""
+    def _flush(self, node: _Node, announce: bool = True) -> list[Event]:
+        """Process every buffered message in seq order, skipping the gaps; skipping a gap asks for a
+        replay from the last contiguous timestamp (unless the caller already did)."""
         events: list[Event] = []
+        if node.buffered and announce:
+            events.append(RequestReplay(node.group, node.node, node.last_ts))
         for seq in sorted(node.buffered, key=lambda s: (s - node.expected) % 256):
             events += self._process(node, node.buffered.pop(seq), duplicate=False)
         node.gap_since = None
@@ -522,10 +587,14 @@ class HostTracker:
         live: list[Reading] = []
         historical: list[Reading] = []
         unknown: list[str] = []
+        mistyped: list[str] = []
+        done: ReplayDone | None = None
         for metric in payload.metrics:
             point = _resolve(node, device, points, metric)
             if point is None:
-                if device is not None or not _is_control(metric.name):
+                if device is None and metric.name == REPLAY and message.topic.type is MessageType.NDATA:
+                    done = _replay_done(node, metric)
+                elif device is not None or not _is_control(metric.name):
                     unknown.append(str(metric.name if metric.name is not None else metric.alias))
                 continue
             if metric.is_null or metric.value is None:
@@ -533,7 +602,7 @@ class HostTracker:
             try:
                 value = metric.value if metric.datatype is not None else coerce(metric.value, point.datatype)
             except PayloadError:
-                unknown.append(point.point)
+                mistyped.append(point.point)
                 continue
             if isinstance(value, bytes):
                 continue
@@ -545,10 +614,16 @@ class HostTracker:
             events.append(Data(node.group, node.node, device, tuple(historical), True, duplicate))
         if live:
             events.append(Data(node.group, node.node, device, tuple(live), False, duplicate))
-        if unknown:
-            reason = f"unknown or mistyped metrics: {', '.join(unknown[:5])}"
+        if done is not None and not duplicate:
+            events.append(done)
+        if unknown or mistyped:
             node.needs_replay = True
-            events.append(Rejected(message.raw_topic, reason))
+            if unknown:
+                reason = f"unknown metrics: {', '.join(unknown[:5])}"
+                events.append(Rejected(message.raw_topic, reason, RejectCode.UNKNOWN_METRIC, message.raw))
+            if mistyped:
+                reason = f"values of the wrong type: {', '.join(mistyped[:5])}"
+                events.append(Rejected(message.raw_topic, reason, RejectCode.WRONG_TYPE, message.raw))
             events += self._request_rebirth(node, reason, message.received_ms)
         return events
 
@@ -562,6 +637,14 @@ class HostTracker:
 def _is_control(name: str | None) -> bool:
     """bdSeq and Node Control/* are session bookkeeping, not points."""
     return name is not None and (name == BDSEQ or name.startswith(_CONTROL_PREFIX))
+
+
+def _replay_done(node: _Node, metric: Metric) -> ReplayDone | None:
+    """The Replay confirmation an NDATA metric carries, or None if it is not a well-formed one."""
+    from_ms, until = metric.value, metric.property(REPLAY_UNTIL)
+    if type(from_ms) is not int or (until is not None and type(until) is not int):
+        return None
+    return ReplayDone(node.group, node.node, from_ms, until if isinstance(until, int) else None)
 
 
 def _or(timestamp: int | None, default: int) -> int:

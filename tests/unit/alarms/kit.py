@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from tapline.alarms.engine import AlarmEngine
 from tapline.alarms.events import AlarmEvent
 from tapline.alarms.model import AlarmState, Event, Phase, Transition
-from tapline.alarms.rules import load_template
+from tapline.alarms.rules import Template, load_template, parse_template
 from tapline.domain.model import Quality, Reading, Value
 
 SITE, DISTRICT = "PR-0001", "jianghan"
@@ -43,11 +43,24 @@ HEALTHY: dict[str, Value] = {
 }
 
 
+def _steady() -> Template:
+    raw = load_template().model_dump(mode="json")
+    for rule in raw["rules"]:
+        if rule["kind"] == "flatline":
+            rule["enabled"] = False
+    return parse_template(raw, "steady")
+
+
+STEADY = _steady()
+"""The standard template without its frozen-transmitter rule: these synthetic readings never flicker
+(a live transmitter does; tests of the flatline rule use the standard template)."""
+
+
 class Room:
     """One room fed through an engine, with the engine's events collected."""
 
     def __init__(self, engine: AlarmEngine | None = None, site: str = SITE, district: str = DISTRICT) -> None:
-        self.engine = engine if engine is not None else AlarmEngine()
+        self.engine = engine if engine is not None else AlarmEngine(STEADY)
         self.site, self.district = site, district
         self.events: list[AlarmEvent] = []
 

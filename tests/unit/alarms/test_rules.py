@@ -31,7 +31,17 @@ def local_ms(hour: int, minute: int = 0) -> int:
 
 def test_template_loads_with_every_required_kind_and_priority() -> None:
     kinds = {rule.kind for rule in TEMPLATE.rules}
-    assert kinds == {"limit", "deviation", "rate", "discrete", "comms", "instrument"}
+    assert kinds == {
+        "limit",
+        "deviation",
+        "rate",
+        "discrete",
+        "comms",
+        "instrument",
+        "pump_curve",
+        "flatline",
+        "refill",
+    }
     assert {rule.priority.value for rule in TEMPLATE.rules} == {"critical", "high", "medium", "low"}
 
 

@@ -429,7 +429,8 @@ def test_ndeath_flushes_buffered_messages_before_going_offline() -> None:
     edge.ddata("plc", [Reading("plc/Mode", 1, 1)], 1)  # lost
     host.on_message(*mode(edge, 2, 3_000), 3_000)
     events = host.on_message(*edge.will(), 3_100)
-    assert kinds(events) == [Data, NodeOffline]
+    assert kinds(events) == [RequestReplay, Data, NodeOffline]  # the gap is asked for, not skipped
+    assert events[0] == RequestReplay(GROUP, NODE, 1_000)
     assert host.next_deadline() is None
 
 

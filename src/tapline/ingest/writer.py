@@ -1,0 +1,189 @@
+"""Batched, idempotent writes of everything the host application received.
+
+Rules:
+- The hot path (``add``) appends one chunk per Sparkplug message — no per-value work, no IO. ``flush``
+  cuts the batch and the commit-mark candidates at the same instant, writes the telemetry in one store
+  call, and only when that returns advances the marks (``CommitMarks.written``) — DESIGN §2a.
+- A telemetry write that fails (or is cancelled) keeps the batch, in order, for the next flush; the
+  marks stay where they were. Writes are idempotent on (series, ts), so retrying after an unknown
+  outcome is harmless.
+- Relational side effects of the same flush — births metadata, dead letters, commit marks — are written
+  after the telemetry; if the relational store fails they are kept and retried (a mark saved late is
+  only a longer replay after a restart, never a loss).
+- Bounded: dead letters beyond ``dead_letter_buffer`` between two flushes are counted and dropped; the
+  caller sheds values beyond its limit (see ``IngestService``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from tapline.domain.model import Reading
+from tapline.ingest.marks import CommitMarks, NodeKey
+from tapline.ingest.metrics import IngestCounters
+from tapline.logs import get_logger
+from tapline.store.errors import StoreError
+from tapline.store.relational import DeadLetter, DeviceRow, NodeMark, PointRow, RelationalStore, SiteRow
+from tapline.store.telemetry import Sample, SeriesKey, TelemetryStore
+
+__all__ = ["BatchWriter"]
+
+log = get_logger(__name__)
+
+Chunk = tuple[str, tuple[Reading, ...]]
+"""(site, readings of one message)."""
+
+
+class BatchWriter:
+    """Pending telemetry and relational side effects, written together by ``flush``."""
+
+    def __init__(
+        self,
+        store: TelemetryStore,
+        relational: RelationalStore | None,
+        marks: CommitMarks,
+        counters: IngestCounters,
+        *,
+        dead_letter_buffer: int = 1_000,
+    ) -> None:
+        self.store = store
+        self.relational = relational
+        self.marks = marks
+        self.counters = counters
+        self.dead_letter_buffer = dead_letter_buffer
+        self.pending_values = 0
+        self._chunks: list[Chunk] = []
+        self._series: dict[str, dict[str, int]] = {}  # site -> point -> series id
+        self._sites: dict[str, SiteRow] = {}
+        self._devices: dict[tuple[str, str], DeviceRow] = {}
+        self._points: dict[tuple[str, str], PointRow] = {}
+        self._dead_letters: list[DeadLetter] = []
+        self._marks: dict[NodeKey, NodeMark] = {}
+        self._lock = asyncio.Lock()
+
+    # --- hot path -------------------------------------------------------------------------------------
+
+    def add(self, site: str, readings: tuple[Reading, ...]) -> None:
+        self._chunks.append((site, readings))
+        self.pending_values += len(readings)
+
+    def remember_series(self, ids: dict[SeriesKey, int]) -> None:
+        for key, series_id in ids.items():
+            self._series.setdefault(key.site, {})[key.point] = series_id
+
+    # --- relational side effects ----------------------------------------------------------------------
+
+    def site_born(self, row: SiteRow) -> None:
+        self._sites[row.id] = row
+
+    def device_born(self, row: DeviceRow, points: Sequence[PointRow]) -> None:
+        self._devices[(row.site, row.name)] = row
+        for point in points:
+            self._points[(point.site, point.point)] = point
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        if len(self._dead_letters) >= self.dead_letter_buffer:
+            self.counters.dead_letters_dropped += 1
+            return
+        self._dead_letters.append(letter)
+        self.counters.dead_letters += 1
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self._chunks or self._sites or self._devices or self._dead_letters or self._marks)
+
+    # --- flush ----------------------------------------------------------------------------------------
+
+    async def flush(self) -> int:
+        """Write everything pending; raise ``StoreError`` (keeping the batch) if the telemetry write fails."""
+        async with self._lock:
+            chunks, values = self._chunks, self.pending_values
+            self._chunks, self.pending_values = [], 0
+            cut = self.marks.cut()
+            inserted = 0
+            if chunks:
+                try:
+                    inserted = await self._write(chunks)
+                except BaseException as exc:  # also cancellation: a final flush at shutdown still has it
+                    self._chunks = chunks + self._chunks
+                    self.pending_values += values
+                    if isinstance(exc, StoreError):
+                        self.counters.store_failures += 1
+                    raise
+            for mark in self.marks.written(cut):
+                self._marks[(mark.district, mark.site)] = mark
+            await self._write_relational()
+            return inserted
+
+    async def _write(self, chunks: list[Chunk]) -> int:
+        samples = self._samples(chunks)
+        if samples is None:
+            await self._resolve_series(chunks)
+            samples = self._samples(chunks)
+            assert samples is not None
+        started = time.perf_counter()
+        inserted = await self.store.write(samples)
+        self.counters.write_seconds.observe(time.perf_counter() - started)
+        self.counters.write_rows.observe(len(samples))
+        self.counters.batches += 1
+        self.counters.stored += inserted
+        self.counters.duplicates += len(samples) - inserted
+        return inserted
+
+    def _samples(self, chunks: list[Chunk]) -> list[Sample] | None:
+        """Rows for the store, or None if a series id is not known yet. Strings are not telemetry."""
+        samples: list[Sample] = []
+        extend = samples.extend
+        series = self._series
+        empty: dict[str, int] = {}
+        total = 0
+        for site, readings in chunks:
+            ids = series.get(site, empty)
+            total += len(readings)
+            try:
+                extend(
+                    [
+                        Sample(ids[r.point], r.ts, float(r.value), r.quality)
+                        for r in readings
+                        if type(r.value) is not str
+                    ]
+                )
+            except KeyError:
+                return None
+        self.counters.not_numeric += total - len(samples)
+        return samples
+
+    async def _resolve_series(self, chunks: list[Chunk]) -> None:
+        series = self._series
+        missing = {
+            SeriesKey(site, r.point)
+            for site, readings in chunks
+            for r in readings
+            if r.point not in series.get(site, ())
+        }
+        self.remember_series(await self.store.ensure_series(sorted(missing, key=lambda k: (k.site, k.point))))
+
+    async def _write_relational(self) -> None:
+        relational = self.relational
+        if relational is None:
+            self._sites, self._devices, self._points, self._dead_letters, self._marks = {}, {}, {}, [], {}
+            return
+        now = int(time.time() * 1000)
+        try:
+            if self._sites or self._devices or self._points:
+                sites, devices, points = self._sites, self._devices, self._points
+                await relational.record_births(
+                    list(sites.values()), list(devices.values()), list(points.values())
+                )
+                self._sites, self._devices, self._points = {}, {}, {}
+            if self._dead_letters:
+                await relational.add_dead_letters(self._dead_letters)
+                self._dead_letters = []
+            if self._marks:
+                await relational.save_marks(list(self._marks.values()), now)
+                self._marks = {}
+        except StoreError as exc:
+            self.counters.relational_failures += 1
+            log.warning("relational_write_failed", error=str(exc))

@@ -1,0 +1,1 @@
+"""Alembic migrations of the relational tables (``tapline.store.relational``); run on every start."""

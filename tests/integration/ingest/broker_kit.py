@@ -1,0 +1,272 @@
+"""Running the host application and edge doubles against the real Mosquitto.
+
+- ``LinkProxy``: a TCP forwarder in front of the broker; ``cut()`` aborts its connections without an MQTT
+  DISCONNECT, so the broker publishes the client's will, as when a 4G link dies.
+- ``BrokerEdge``: the sans-IO ``EdgeDouble`` on a real MQTT connection (a new bdSeq and will per
+  connection), answering NCMD Rebirth/Replay; ``drop_next`` loses outgoing DDATA like QoS 0 does.
+- ``running_host``: an ``IngestService`` on real stores with its MQTT session and writer tasks;
+  leaving the block cancels them without a final flush (a killed process).
+- ``Observer``: a plain subscriber collecting what crosses the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from tapline.ingest.host import IngestService, IngestSettings
+from tapline.ingest.live import LiveState
+from tapline.mqtt import BrokerUrl, Connection, Message, WillMessage, run_session
+from tapline.sparkplug.errors import SparkplugError
+from tapline.store.relational import RelationalStore
+from tapline.store.telemetry import TelemetryStore, open_telemetry_store
+from tests.unit.ingest.kit import EdgeDouble
+
+
+class LinkProxy:
+    """TCP forwarder to the broker whose connections can be cut abruptly."""
+
+    def __init__(self, target: BrokerUrl) -> None:
+        self.target = target
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = 0
+
+    @property
+    def url(self) -> BrokerUrl:
+        return BrokerUrl("127.0.0.1", self.port)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.target.host, self.target.port)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        for task in (
+            asyncio.create_task(pipe(reader, up_writer)),
+            asyncio.create_task(pipe(up_reader, writer)),
+        ):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy at once (no DISCONNECT: wills fire)."""
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+
+
+@dataclass
+class BrokerEdge:
+    """An ``EdgeDouble`` publishing through ``url`` (see the module docstring)."""
+
+    double: EdgeDouble
+    url: BrokerUrl
+    drop_next: int = 0
+    conn: Connection | None = None
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    commands: list[str] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def _will(self) -> WillMessage:
+        topic, payload = self.double.reconnect()
+        return WillMessage(topic, payload, qos=1, retain=False)
+
+    async def _on_connect(self, conn: Connection) -> None:
+        await conn.subscribe(f"spBv1.0/{self.double.group}/NCMD/{self.double.node}", qos=1)
+        self.conn = conn
+        await self._send(self.double.births(_now()))
+        self.connected.set()
+
+    async def _on_disconnect(self, reason: str) -> None:
+        self.conn = None
+        self.connected.clear()
+        if self.double.session.born:
+            self.double.session.rebirth()  # publishes nothing until the next birth
+
+    async def _on_message(self, message: Message) -> None:
+        try:
+            answer = self.double.command(message.topic, message.payload, _now(), chunk=50)
+        except SparkplugError:
+            return
+        self.commands.append(type(self.double.session.parse_command(message.topic, message.payload)).__name__)
+        await self._send(answer)
+
+    async def _send(self, wires: list[tuple[str, bytes]]) -> None:
+        async with self._lock:
+            for topic, payload in wires:
+                if self.drop_next and "/DDATA/" in topic:
+                    self.drop_next -= 1
+                    continue
+                if self.conn is not None:
+                    with contextlib.suppress(Exception):
+                        await self.conn.publish(topic, payload, qos=0)
+
+    async def record(self, ts: int | None = None) -> None:
+        """Record one value of every point (into the history first) and publish it if connected."""
+        await self._send(self.double.record(_now() if ts is None else ts))
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(
+            run_session(
+                self.url,
+                f"edge-{self.double.group}-{self.double.node}-{uuid.uuid4().hex[:6]}",
+                on_connect=self._on_connect,
+                on_message=self._on_message,
+                on_disconnect=self._on_disconnect,
+                will_factory=self._will,
+                backoff_initial_s=0.05,
+                backoff_max_s=0.2,
+            )
+        )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def _now() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RunningHost:
+    service: IngestService
+    store: TelemetryStore
+    relational: RelationalStore
+
+
+@contextlib.asynccontextmanager
+async def running_host(
+    store_url: str, broker: BrokerUrl, settings: IngestSettings
+) -> AsyncIterator[RunningHost]:
+    store = open_telemetry_store(store_url)
+    await store.open()
+    relational = RelationalStore(store_url)
+    await relational.open()
+    service = IngestService(store, LiveState(), settings, relational=relational)
+    await service.start()
+    tasks = [
+        asyncio.create_task(
+            run_session(
+                broker,
+                f"host-{settings.host_id}-{uuid.uuid4().hex[:6]}",
+                on_connect=service.on_connect,
+                on_message=service.on_message,
+                on_disconnect=service.on_disconnect,
+                will_factory=service.will,
+                on_close=service.on_close,
+                backoff_initial_s=0.05,
+                backoff_max_s=0.2,
+            )
+        ),
+        asyncio.create_task(service.run_writer()),
+    ]
+    try:
+        await asyncio.wait_for(service.connected.wait(), 10)
+        yield RunningHost(service, store, relational)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await relational.close()
+        await store.close()
+
+
+@dataclass
+class Seen:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+    def json(self) -> dict[str, object]:
+        value: dict[str, object] = json.loads(self.payload)
+        return value
+
+
+class Observer:
+    """Subscribes to ``topics`` and keeps every message, with QoS and retain flag as delivered."""
+
+    def __init__(self, url: BrokerUrl, *topics: str) -> None:
+        self.url = url
+        self.topics = topics
+        self.seen: list[Seen] = []
+        self._arrived = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def __aenter__(self) -> Observer:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client(
+            self.url.host, self.url.port, identifier=f"obs-{uuid.uuid4().hex[:8]}"
+        ) as client:
+            for topic in self.topics:
+                await client.subscribe(topic, qos=1)
+            self._ready.set()
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self.seen.append(Seen(str(message.topic), payload, int(message.qos), bool(message.retain)))
+                self._arrived.set()
+
+    async def wait_for(self, check: Callable[[Seen], bool], timeout: float = 10.0) -> Seen:
+        """The first message (already seen or arriving) for which ``check(message)`` is true."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for seen in self.seen:
+                if check(seen):
+                    return seen
+            self._arrived.clear()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"timed out waiting on {self.topics}; seen {[s.topic for s in self.seen]}"
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+
+async def publish(url: BrokerUrl, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:
+    async with aiomqtt.Client(url.host, url.port, identifier=f"pub-{uuid.uuid4().hex[:8]}") as client:
+        await client.publish(topic, payload, qos=qos, retain=retain)

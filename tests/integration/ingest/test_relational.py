@@ -1,0 +1,108 @@
+"""Relational state on SQLite and PostgreSQL: Alembic migrations on open, births metadata, commit marks,
+bounded dead letters; and the same tables next to the telemetry store on one URL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from tapline.store.errors import StoreNotOpen, StoreUnavailable
+from tapline.store.relational import (
+    VERSION_TABLE,
+    DeadLetter,
+    DeviceRow,
+    NodeMark,
+    PointRow,
+    RelationalStore,
+    SiteRow,
+    sqlalchemy_url,
+)
+from tapline.store.telemetry import open_telemetry_store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tapline.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_migrations_run_on_open_next_to_the_telemetry_tables_and_are_idempotent(url: str) -> None:
+    telemetry = open_telemetry_store(url)
+    await telemetry.open()
+    async with RelationalStore(url), RelationalStore(url):  # a second open finds the schema at head
+        pass
+    await telemetry.close()
+    engine = create_engine(sqlalchemy_url(url))
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        version = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    engine.dispose()
+    assert {"sites", "devices", "points", "node_marks", "dead_letters", VERSION_TABLE} <= tables
+    assert {"series", "samples"} <= tables  # the telemetry store's, untouched
+    assert version == "0001"
+
+
+@pytest.mark.postgres
+async def test_processes_starting_together_migrate_once(pg_url: str) -> None:
+    stores = [RelationalStore(pg_url) for _ in range(3)]
+    await asyncio.gather(*(s.open() for s in stores))
+    await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_births_upsert_and_configured_names_survive(url: str) -> None:
+    site = unique("PR")
+    async with RelationalStore(url) as db:
+        await db.register_sites([SiteRow(site, "jianghan", "江汉花园1号泵房")])
+        point = PointRow(site, "plc/OutletPressure", "plc", "Double", "MPa", 0.0, 1.6, 1)
+        await db.record_births(
+            [SiteRow(site, "jianghan", site, 3, 10)], [DeviceRow(site, "plc", 10)], [point]
+        )
+        renamed = PointRow(site, "plc/OutletPressure", "plc", "Double", "bar", 0.0, 16.0, 2)
+        await db.record_births(
+            [SiteRow(site, "jianghan", site, 4, 20)], [DeviceRow(site, "plc", 20)], [renamed]
+        )
+        [row] = [s for s in await db.sites() if s.id == site]
+        assert row == SiteRow(site, "jianghan", "江汉花园1号泵房", 4, 20)
+        assert list(await db.points(site)) == [renamed]
+        assert [d for d in await db.devices() if d.site == site] == [DeviceRow(site, "plc", 20)]
+
+
+async def test_commit_marks_persist_and_never_move_back(url: str) -> None:
+    district, site = unique("d"), unique("PR")
+    async with RelationalStore(url) as db:
+        await db.save_marks([NodeMark(district, site, 5_000)], now_ms=1)
+        await db.save_marks([NodeMark(district, site, 4_000)], now_ms=2)
+    async with RelationalStore(url) as db:
+        assert NodeMark(district, site, 5_000) in await db.load_marks()
+
+
+async def test_dead_letters_keep_reason_topic_and_bounded_payload(url: str) -> None:
+    reason = unique("r")[:32]
+    async with RelationalStore(url) as db:
+        letters = [
+            DeadLetter.of(k, f"spBv1.0/g/DDATA/n{k}", reason, "bad", bytes([k]) * 70_000) for k in range(5)
+        ]
+        await db.add_dead_letters(letters)
+        kept = await db.dead_letters(reason=reason)
+        assert [d.topic for d in kept] == [f"spBv1.0/g/DDATA/n{k}" for k in reversed(range(5))]
+        assert {(len(d.payload), d.payload_size) for d in kept} == {(64 * 1024, 70_000)}
+        await db.prune_dead_letters(keep=2)
+        assert len(await db.dead_letters(limit=1000)) == 2
+
+
+async def test_unreachable_or_closed_database_raises_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailable):
+        await RelationalStore("postgresql://nobody@127.0.0.1:1/none").open()
+    db = RelationalStore(f"sqlite:///{tmp_path / 'x.db'}")
+    with pytest.raises(StoreNotOpen):
+        await db.load_marks()
