@@ -20,9 +20,9 @@ from tapline.alarms.profiles import profile_for
 from tapline.api.app import create_app
 from tapline.auth import Role, UserDirectory
 from tapline.broker import EmbeddedBroker, pick_port
-from tapline.config import DemoSettings, EdgeSettings, ServeSettings
+from tapline.config import DemoSettings, ServeSettings
 from tapline.edge.app import Gateway, GatewaySettings
-from tapline.edge.config import DeviceConfig, PollConfig, RoomConfig, TcpBus, load_room
+from tapline.edge.config import DeviceConfig, PollConfig, RoomConfig, TcpBus
 from tapline.ingest.alarm_feed import AlarmFeed
 from tapline.ingest.host import IngestService, IngestSettings, wall_ms
 from tapline.ingest.live import LiveState
@@ -279,20 +279,6 @@ async def run_serve(settings: ServeSettings) -> None:
             )
     finally:
         await cloud.close()
-
-
-async def run_edge(settings: EdgeSettings) -> None:
-    room, maps = load_room(Path(settings.config))
-    gateway = Gateway(
-        room,
-        maps,
-        GatewaySettings(
-            broker=BrokerUrl.parse(settings.broker),
-            data_dir=settings.data_dir,
-            primary_host=settings.primary_host,
-        ),
-    )
-    await gateway.run()
 
 
 # --- simulator commands (`tapline sim …`) --------------------------------------------------------

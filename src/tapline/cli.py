@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -218,8 +220,21 @@ async def _fault_command(args: argparse.Namespace) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
-    from tapline import bootstrap
     from tapline.config import DemoSettings, EdgeSettings, ServeSettings
+
+    if args.command == "edge":  # a gateway imports nothing of the cloud side (memory budget)
+        from tapline.edge.entry import run_edge
+
+        return run_edge(
+            EdgeSettings(
+                config=args.config,
+                broker=args.broker,
+                data_dir=args.data_dir,
+                primary_host=args.primary_host or None,
+                log_level=args.log_level,
+            )
+        )
+    from tapline import bootstrap
 
     if args.command == "sim":
         return _sim(args)
@@ -250,15 +265,7 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
                 log_level=args.log_level,
             )
         )
-    return bootstrap.run_edge(
-        EdgeSettings(
-            config=args.config,
-            broker=args.broker,
-            data_dir=args.data_dir,
-            primary_host=args.primary_host or None,
-            log_level=args.log_level,
-        )
-    )
+    raise ValueError(f"unknown command {args.command!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_name(args)}: invalid arguments:\n{exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(coroutine)
+        asyncio.run(_supervised(coroutine))
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 0
@@ -281,6 +288,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _supervised(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run the command as the main task: SIGTERM (systemd, docker stop) cancels it like Ctrl-C, so
+    gateways publish their NDEATH and stores close; an error raised inside a task group reaches the
+    caller as itself, not wrapped in an ExceptionGroup, so ``main`` can print it plainly."""
+    task = asyncio.ensure_future(coroutine)
+    loop = asyncio.get_running_loop()
+    terminated: list[bool] = []
+
+    def terminate() -> None:
+        terminated.append(True)
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not terminated:
+            raise
+        print("stopped (SIGTERM)", file=sys.stderr)
+    except BaseExceptionGroup as group:
+        raise _first_leaf(group) from group
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _name(args: argparse.Namespace) -> str:

@@ -7,7 +7,8 @@ Rules:
   drives → pumps → outlet pressure; inlet → tank → pumps; power → device comms; flood/fire → room
   environment. An alarm joins an open incident of its room whose root cause is its own cause or an
   ancestor of it (the nearest ancestor when several); an alarm that is an ancestor of open incidents'
-  causes becomes the root and absorbs them (a consequence may be seen first). Instruments,
+  causes becomes the root and absorbs them (a consequence may be seen first, by up to
+  ``absorb_window_s``; a supposed cause that shows minutes later starts its own incident). Instruments,
   water quality and security have no parents: they start their own incidents.
 - The district: alarms whose rule says the municipal supply can cause them (``supply``) in at least
   ``district_min_rooms`` rooms of one district, first raised within ``district_window_s``, are one
@@ -186,9 +187,11 @@ class Correlator:
         quiet_s: float = 300.0,
         id_prefix: str = "INC",
         keep_closed: int = 10_000,
+        absorb_window_s: float = 120.0,
     ) -> None:
         self._min_rooms = district_min_rooms
         self._window = round(district_window_s * 1000)
+        self._absorb_window = round(absorb_window_s * 1000)
         self._quiet = round(quiet_s * 1000)
         self._prefix = id_prefix
         self._keep = keep_closed
@@ -283,21 +286,22 @@ class Correlator:
                 self._add(faulty, member)
                 return faulty
         incident = self._new(cause, event.district, member, event.at)
-        self._absorb(incident, event.site)
+        self._absorb(incident, event.site, since=event.at - self._absorb_window)
         if event.supply:
             self._gather_district(incident)
         return _final(incident)
 
-    def _absorb(self, incident: _Incident, site: str) -> None:
-        """Merge the room's open incidents that ``incident`` explains into it."""
+    def _absorb(self, incident: _Incident, site: str, since: int | None = None) -> None:
+        """Merge the room's open incidents that ``incident`` explains into it (by cause only those
+        started from ``since``: a cause seen minutes after its supposed consequence is not its cause)."""
         instrument = incident.cause is C.INSTRUMENT
         point = incident.root.event.point
         for other in list(self._by_site.get(site, ())):
             if other is incident or other.municipal:
                 continue
-            explained = incident.cause in ANCESTORS[other.cause] or (
-                incident.municipal and other.cause is incident.cause
-            )
+            explained = (
+                incident.cause in ANCESTORS[other.cause] and (since is None or other.start >= since)
+            ) or (incident.municipal and other.cause is incident.cause)
             if explained or (instrument and point and other.root.event.point == point):
                 self._merge(other, incident)
 

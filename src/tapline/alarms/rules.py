@@ -265,7 +265,7 @@ class RefillRule(_Rule):
     max_inflow_share: Annotated[float, Field(ge=0, lt=1)] = 0.3
     window_level_m: Annotated[float, Field(gt=0)] = 0.05
     max_window_s: Annotated[float, Field(gt=0)] = 3600.0
-    margin_m: Annotated[float, Field(ge=0)] = 0.15
+    margin_m: Annotated[float, Field(ge=0)] = 0.25
     area_value: str = "tank_area_m2"
     top_value: str = "top_water_m"
 

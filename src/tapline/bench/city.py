@@ -26,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
-from tapline.alarms.events import AlarmEvent
 from tapline.alarms.correlate import Correlator
 from tapline.alarms.engine import AlarmEngine
+from tapline.alarms.events import AlarmEvent
 from tapline.alarms.profiles import profile_for
 from tapline.domain.model import Quality, Reading, Value
 from tapline.registers.layout import standard_layout

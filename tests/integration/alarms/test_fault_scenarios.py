@@ -130,7 +130,7 @@ def test_drifting_outlet_transmitter_is_an_instrument_fault_not_a_pressure_alarm
     assert "outlet_pressure_high" in rules
 
 
-@pytest.mark.parametrize("point", ["plc/OutletPressure", "wq/Chlorine", "plc/Flow"])
+@pytest.mark.parametrize("point", ["plc/OutletPressure", "wq/Chlorine", "plc/Flow", "env/Humidity"])
 def test_broken_wire_is_an_instrument_fault(point: str) -> None:
     _, result = run(K.SENSOR_BROKEN_WIRE, room(tank), params={"point": point}, minutes=8)
     assert_found(result, 200, point.partition("/")[0])  # water quality is polled once a minute

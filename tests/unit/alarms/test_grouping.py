@@ -133,6 +133,17 @@ def test_an_upstream_cause_wins_over_a_suspect_reading() -> None:
     assert kinds == [("drive_fault", 2), ("instrument_fault", 1)]
 
 
+def test_a_cause_seen_minutes_after_its_supposed_consequence_starts_its_own_incident() -> None:
+    correlator = Correlator(absorb_window_s=120)
+    correlator.observe([alarm_event("outlet_pressure_falling", T0)], T0)  # a burst
+    correlator.observe([alarm_event("tank_level_low", T0 + 300 * S)], T0 + 300 * S)  # the tank drains
+    kinds = [i.root_cause.kind for i in correlator.incidents()]
+    assert kinds == ["outlet_pressure", "tank_supply"]
+    correlator.observe([alarm_event("outlet_pressure_falling", T0, site="PR-0002")], T0)
+    correlator.observe([alarm_event("tank_level_low", T0 + 60 * S, site="PR-0002")], T0 + 60 * S)
+    assert [i.root_cause.kind for i in correlator.incidents("PR-0002")] == ["tank_supply"]
+
+
 def test_hides_nothing_without_an_incident() -> None:
     correlator = Correlator()
     assert correlator.hides("PR-0001", DISTRICT, alarm_event("tank_level_low", T0).cause, False) is None
