@@ -63,7 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--primary-host", default="tapline", help="Sparkplug host id to wait for ('' for none)")
 
     _sim_parser(sub.add_parser("sim", help="simulated pump rooms: a Sparkplug fleet, Modbus rooms, faults"))
+    _bench_parser(sub.add_parser("bench", help="benchmarks (issue 7): ingest, query, edge"))
     return parser
+
+
+def _bench_parser(bench: argparse.ArgumentParser) -> None:
+    commands = bench.add_subparsers(dest="bench_command", required=True)
+    ingest = commands.add_parser("ingest", help="fleet generator -> broker -> cloud ingest -> store")
+    ingest.add_argument("--sites", type=int, default=1000)
+    ingest.add_argument("--points", type=int, default=80)
+    ingest.add_argument("--interval", type=float, default=1.0)
+    ingest.add_argument("--duration", type=float, default=30.0)
+    ingest.add_argument("--broker", default=os.environ.get("TAPLINE_BROKER", "mqtt://127.0.0.1:1883"))
+    ingest.add_argument("--db", required=True, help="a fresh store, e.g. sqlite:////tmp/bench.db")
+    ingest.add_argument("--processes", type=int, default=1, help="fleet generator processes")
+    ingest.add_argument("--cycle", type=int, default=10, help="the generator's --cycle (0: live physics)")
+    ingest.add_argument("--no-references", action="store_true", help="skip the reference measurements")
+    ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
 
 
 def _sim_parser(sim: argparse.ArgumentParser) -> None:
@@ -219,9 +235,32 @@ async def _fault_command(args: argparse.Namespace) -> None:
     print(json.dumps(result, ensure_ascii=False, indent=2))
 
 
+async def _bench_ingest(args: argparse.Namespace) -> None:
+    from tapline.bench.ingest import IngestBench, run_ingest_bench
+
+    bench = IngestBench(
+        sites=args.sites,
+        points=args.points,
+        interval=args.interval,
+        duration=args.duration,
+        broker=args.broker,
+        db=args.db,
+        processes=args.processes,
+        cycle=args.cycle,
+        references=not args.no_references,
+    )
+    result = await run_ingest_bench(bench)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+
+
 def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
     from tapline.config import DemoSettings, EdgeSettings, ServeSettings
 
+    if args.command == "bench" and args.bench_command == "ingest":
+        return _bench_ingest(args)
     if args.command == "edge":  # a gateway imports nothing of the cloud side (memory budget)
         from tapline.edge.entry import run_edge
 

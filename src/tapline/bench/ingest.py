@@ -1,0 +1,269 @@
+"""``tapline bench ingest``: the fleet generator through the broker into the real cloud ingest.
+
+One run: the cloud (ingest, alarm engine, stores, as ``build_cloud`` wires them) runs in this process,
+subscribed to this run's Sparkplug groups only (a unique group prefix, so other hosts' traffic on a
+shared broker is not counted); ``tapline sim fleet --cycle K --report all --record FILE`` runs as a
+subprocess. Figures:
+
+- ``values_per_s``: values stored (ingest counters) per second over the steady window, from the end of
+  the births ramp to the generator's exit; ``drain_s``: how long the store then took to catch up.
+- ``lost`` / ``duplicated`` / ``unexpected``: every recorded (site, point, ts) against the rows in the
+  store (the database is expected to be fresh: rows are matched by the run's sites and time range).
+- ``cpu_s``: generator (rusage of the reaped subprocess tree), broker (``/proc`` of the mosquitto
+  process: on a shared broker this includes other clients' traffic), ingest (this process), database
+  (PostgreSQL backends of the database, or ``in-process`` for SQLite).
+- ``cloud_rss_mb``: this process's peak RSS (``VmHWM``) before the loss accounting starts.
+- ``alarm_p50_ms`` / ``alarm_p99_ms``: null — the fleet does not yet inject limit violations at known
+  times, so there is no honest source → alarm-committed latency to measure (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tapline.bench.procstat import cpu_seconds, pids_named, rss_mb
+from tapline.bootstrap import build_cloud
+from tapline.ingest.host import IngestSettings
+from tapline.mqtt import BrokerUrl
+from tapline.sim.fleet_record import read_record
+from tapline.sim.names import DISTRICTS
+from tapline.store.telemetry import parse_store_url
+
+__all__ = ["IngestBench", "Loss", "account_loss", "percentile", "run_ingest_bench"]
+
+Key = tuple[str, str, int]
+
+
+@dataclass(frozen=True)
+class IngestBench:
+    sites: int
+    points: int
+    interval: float
+    duration: float
+    broker: str
+    db: str
+    processes: int = 1
+    cycle: int = 10
+    districts: int = 8
+    warmup_s: float = 0.0
+    """Seconds after the generator starts that the steady window begins (default: births ramp + 2 s)."""
+    drain_timeout_s: float = 60.0
+    references: bool = True
+    workdir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Loss:
+    recorded: int
+    """Distinct (site, point, ts) keys in the record."""
+    stored: int
+    """Rows in the store for the run's sites and time range."""
+    lost: int
+    duplicated: int
+    """Rows beyond one per key (the primary key should make this 0)."""
+    unexpected: int
+    """Stored keys that were never recorded."""
+
+
+def account_loss(recorded: Iterable[Key], stored: Iterable[Key]) -> Loss:
+    """Compare recorded keys (a rebirth may record a key twice: it counts once) with stored rows."""
+    wanted = set(recorded)
+    rows = Counter(stored)
+    found = sum(1 for key in rows if key in wanted)
+    return Loss(
+        recorded=len(wanted),
+        stored=sum(rows.values()),
+        lost=len(wanted) - found,
+        duplicated=sum(n - 1 for n in rows.values() if n > 1),
+        unexpected=sum(1 for key in rows if key not in wanted),
+    )
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def stored_keys(db: str, sites: set[str], since_ms: int) -> list[Key]:
+    """(site, point, ts) of every stored sample of ``sites`` at or after ``since_ms``."""
+    parsed = parse_store_url(db)
+    query = "SELECT s.site, s.point, x.ts FROM samples x JOIN series s ON s.id = x.series_id WHERE x.ts >= "
+    if parsed.backend == "sqlite":
+        connection = sqlite3.connect(parsed.target)
+        try:
+            rows = connection.execute(query + "?", (since_ms,)).fetchall()
+        finally:
+            connection.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(parsed.target) as pg:
+            rows = pg.execute(query + "%s", (since_ms,)).fetchall()
+    return [(str(site), str(point), int(ts)) for site, point, ts in rows if site in sites]
+
+
+def postgres_backend_pids(db: str) -> list[int]:
+    parsed = parse_store_url(db)
+    if parsed.backend == "sqlite":
+        return []
+    import psycopg
+
+    with psycopg.connect(parsed.target) as pg:
+        rows = pg.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def _self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class _Progress:
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    def at(self, when: float) -> int:
+        """Stored count at the last sample taken at or before ``when``."""
+        best = 0
+        for t, n in self.samples:
+            if t <= when:
+                best = n
+        return best
+
+
+async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
+    run_id = f"bi{int(time.time()) % 10**7}"
+    prefix = f"{run_id}-"
+    groups = tuple(prefix + name for name in DISTRICTS[: bench.districts])
+    workdir = bench.workdir or Path(tempfile.mkdtemp(prefix="tapline-bench-"))
+    record = workdir / f"{run_id}.rec"
+    fleet_json = workdir / f"{run_id}-fleet.json"
+    settings = IngestSettings(host_id=f"bench-{run_id}", groups=groups)
+    cloud = await build_cloud(bench.db, BrokerUrl.parse(bench.broker), settings.host_id, settings)
+    counters = cloud.ingest.counters
+    db_pids = postgres_backend_pids(bench.db)
+    broker_pids = pids_named("mosquitto")[:1]
+    progress = _Progress()
+    since_ms = int(time.time() * 1000) - 1000
+    cloud_task = asyncio.create_task(cloud.run(), name="bench-cloud")
+    try:
+        await asyncio.sleep(2.0)  # connected and subscribed before the first birth
+        cpu0 = {
+            "ingest": _self_cpu(),
+            "broker": cpu_seconds(broker_pids),
+            "database": cpu_seconds(db_pids),
+            "generator": _children_cpu(),
+        }
+        command = [
+            sys.executable, "-m", "tapline.cli", "--log-level", "warning", "sim", "fleet",
+            "--sites", str(bench.sites), "--points", str(bench.points), "--interval", str(bench.interval),
+            "--duration", str(bench.duration), "--broker", bench.broker, "--report", "all",
+            "--districts", str(bench.districts), "--group-prefix", prefix, "--ignore-commands",
+            "--processes", str(bench.processes), "--record", str(record), "--json", str(fleet_json),
+        ]  # fmt: skip
+        if bench.cycle:
+            command += ["--cycle", str(bench.cycle)]
+        started = time.monotonic()
+        generator = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
+        waiter = asyncio.create_task(generator.wait())
+        while not waiter.done():
+            progress.samples.append((time.monotonic(), counters.stored + counters.duplicates))
+            await asyncio.wait({waiter}, timeout=0.5)
+        ended = time.monotonic()
+        if generator.returncode != 0:
+            raise RuntimeError(f"the fleet generator exited with {generator.returncode}")
+        generator_cpu = _children_cpu() - cpu0["generator"]
+        published = 0
+        with contextlib.suppress(OSError, ValueError):
+            import json
+
+            report = json.loads(fleet_json.read_text())
+            published = round(float(report["values_per_s"]) * float(report["run_s"]))
+        # drain: until the stored count reaches what was published or stops moving for 5 s
+        last, still_since = -1, time.monotonic()
+        while time.monotonic() - ended < bench.drain_timeout_s:
+            stored_now = counters.stored + counters.duplicates
+            progress.samples.append((time.monotonic(), stored_now))
+            if published and stored_now >= published and not cloud.ingest.writer.has_work:
+                break
+            if stored_now != last:
+                last, still_since = stored_now, time.monotonic()
+            elif time.monotonic() - still_since > 5.0:
+                break
+            await asyncio.sleep(0.2)
+        drained = time.monotonic()
+        cpu_ingest = _self_cpu() - cpu0["ingest"]
+        cpu_broker = cpu_seconds(broker_pids) - cpu0["broker"]
+        cpu_db = cpu_seconds(db_pids) - cpu0["database"]
+        cloud_rss = rss_mb(os.getpid(), "VmHWM")
+    finally:
+        cloud_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cloud_task
+        await cloud.close()
+    births_s = bench.sites / 1000.0 / max(bench.processes, 1)  # --birth-rate 1000 rooms/s per process
+    warm = started + (bench.warmup_s or births_s + 2.0)
+    window = max(ended - warm, 1e-9)
+    values_per_s = (progress.at(ended) - progress.at(warm)) / window
+    recorded = ((v.site, v.point, v.ts) for v in read_record(record))
+    sites = {f"PR-{k:04d}" for k in range(1, bench.sites + 1)}
+    loss = account_loss(recorded, stored_keys(bench.db, sites, since_ms))
+    with contextlib.suppress(OSError):
+        record.unlink()
+    result: dict[str, Any] = {
+        "sites": bench.sites,
+        "points": bench.points,
+        "interval_s": bench.interval,
+        "duration_s": bench.duration,
+        "db": parse_store_url(bench.db).backend,
+        "offered_values_per_s": bench.sites * bench.points / bench.interval,
+        "values_per_s": round(values_per_s),
+        "published_values": published,
+        "stored_values": counters.stored,
+        "ingest_duplicates": counters.duplicates,
+        "steady_window_s": round(window, 2),
+        "drain_s": round(drained - ended, 2),
+        "lost": loss.lost,
+        "duplicated": loss.duplicated,
+        "unexpected": loss.unexpected,
+        "recorded_keys": loss.recorded,
+        "stored_rows": loss.stored,
+        "alarm_p50_ms": None,
+        "alarm_p99_ms": None,
+        "alarm_note": "not measured: the fleet injects no limit violations at known times yet",
+        "cloud_rss_mb": None if cloud_rss is None else round(cloud_rss, 1),
+        "cpu_s": {
+            "generator": round(generator_cpu, 2),
+            "broker": round(cpu_broker, 2) if broker_pids else None,
+            "ingest": round(cpu_ingest, 2),
+            "database": round(cpu_db, 2) if db_pids else "in-process",
+        },
+        "wall_s": round(drained - started, 2),
+        "references": {},
+    }
+    return result
