@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import resource
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tapline.bench.procstat import cpu_seconds, pids_named, rss_mb
+from tapline.bench.procstat import cpu_seconds, machine_busy_seconds, pids_named, rss_mb
 from tapline.bootstrap import build_cloud
 from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
@@ -178,6 +179,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
             "broker": cpu_seconds(broker_pids),
             "database": cpu_seconds(db_pids),
             "generator": _children_cpu(),
+            "machine": machine_busy_seconds(),
         }
         command = [
             sys.executable, "-m", "tapline.cli", "--log-level", "warning", "sim", "fleet",
@@ -220,6 +222,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         cpu_ingest = _self_cpu() - cpu0["ingest"]
         cpu_broker = cpu_seconds(broker_pids) - cpu0["broker"]
         cpu_db = cpu_seconds(db_pids) - cpu0["database"]
+        cpu_machine = machine_busy_seconds() - cpu0["machine"]
         cloud_rss = rss_mb(os.getpid(), "VmHWM")
     finally:
         cloud_task.cancel()
@@ -263,7 +266,67 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
             "ingest": round(cpu_ingest, 2),
             "database": round(cpu_db, 2) if db_pids else "in-process",
         },
+        "machine_busy_cpu_s": round(cpu_machine, 2),
+        "other_cpu_s": round(
+            cpu_machine - generator_cpu - cpu_ingest - cpu_broker - (cpu_db if db_pids else 0.0), 2
+        ),
+        "ingest_counters": {
+            "messages": counters.messages,
+            "readings": counters.readings,
+            "rejected": counters.rejected,
+            "shed": counters.shed,
+            "rebirths_requested": counters.rebirths_requested,
+            "store_failures": counters.store_failures,
+        },
         "wall_s": round(drained - started, 2),
         "references": {},
     }
+    try:
+        if bench.references:
+            result["references"] = await asyncio.to_thread(
+                measure_references, bench, fleet_json, run_id, loss.stored, values_per_s
+            )
+    finally:
+        if bench.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
     return result
+
+
+def measure_references(
+    bench: IngestBench, fleet_json: Path, tag: str, rows: int, values_per_s: float
+) -> dict[str, Any]:
+    """R1, R2, R5 of performance.md §8 with this run's message shape and row count, and the ratios."""
+    import json
+
+    from tapline.bench import references as refs
+    from tapline.bench.naive import naive_pipeline_reference
+
+    report = json.loads(fleet_json.read_text())
+    msgs = float(report["messages_per_s"]) or 1.0
+    shape = refs.MessageShape(
+        payload_bytes=round(float(report["bytes_per_s"]) / msgs),
+        values_per_message=float(report["values_per_s"]) / msgs,
+    )
+    broker = BrokerUrl.parse(bench.broker)
+    count = 200_000
+    out: dict[str, Any] = {
+        "payload_bytes": shape.payload_bytes,
+        "values_per_message": round(shape.values_per_message, 2),
+        "broker": refs.broker_reference(broker, shape, count, tag),
+        "python_receive": refs.python_receive_reference(broker, shape, count, tag),
+        "db_copy": refs.db_copy_reference(bench.db, max(rows, 1)),
+        "naive_pipeline": naive_pipeline_reference(
+            broker, bench.db, max(round(shape.values_per_message), 1), count, tag
+        ),
+    }
+
+    def ratio(name: str) -> float | None:
+        reference = out[name]
+        denominator = reference.get("values_per_s") if isinstance(reference, dict) else None
+        return round(values_per_s / denominator, 4) if denominator else None
+
+    out["ratio_broker"] = ratio("broker")
+    out["ratio_python_receive"] = ratio("python_receive")
+    out["ratio_copy"] = ratio("db_copy")
+    out["ratio_naive"] = ratio("naive_pipeline")
+    return out

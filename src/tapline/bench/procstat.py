@@ -11,7 +11,15 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "parse_stat_cpu_ticks", "parse_status_kb", "pids_named", "rss_mb"]
+__all__ = [
+    "cpu_seconds",
+    "machine_busy_seconds",
+    "parse_proc_stat_busy_ticks",
+    "parse_stat_cpu_ticks",
+    "parse_status_kb",
+    "pids_named",
+    "rss_mb",
+]
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -63,3 +71,15 @@ def pids_named(name: str, proc: Path = Path("/proc")) -> list[int]:
             except OSError:
                 continue
     return sorted(found)
+
+
+def parse_proc_stat_busy_ticks(stat: str) -> int:
+    """Non-idle ticks of all CPUs from the ``cpu`` line of ``/proc/stat`` (idle and iowait excluded)."""
+    fields = stat.splitlines()[0].split()
+    numbers = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return sum(numbers) - numbers[3] - numbers[4]
+
+
+def machine_busy_seconds(proc: Path = Path("/proc")) -> float:
+    """CPU seconds every process of the machine has used since boot (all cores)."""
+    return parse_proc_stat_busy_ticks((proc / "stat").read_text()) / _TICKS
