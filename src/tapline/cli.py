@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--primary-host", default="tapline", help="Sparkplug host id to wait for ('' for none)")
 
     _sim_parser(sub.add_parser("sim", help="simulated pump rooms: a Sparkplug fleet, Modbus rooms, faults"))
-    _bench_parser(sub.add_parser("bench", help="benchmarks (issue 7): ingest, query, edge"))
+    _bench_parser(sub.add_parser("bench", help="benchmarks: ingest, faults"))
     return parser
 
 
@@ -80,6 +80,12 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     ingest.add_argument("--cycle", type=int, default=10, help="the generator's --cycle (0: live physics)")
     ingest.add_argument("--no-references", action="store_true", help="skip the reference measurements")
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    faults = commands.add_parser(
+        "faults",
+        help="fault localisation score against the simulator's ground truth (options: --help after faults)",
+        add_help=False,
+    )
+    faults.add_argument("rest", nargs=argparse.REMAINDER, help="options of tapline bench faults")
 
 
 def _sim_parser(sim: argparse.ArgumentParser) -> None:
@@ -308,7 +314,13 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:2] == ["bench", "faults"]:  # its own parser, worker processes and event loop
+        from tapline.bench import faults
+
+        logs.configure("warning")
+        return faults.main(raw[2:])
+    args = _parser().parse_args(raw)
     logs.configure(args.log_level)
     try:
         coroutine = _settings(args)
