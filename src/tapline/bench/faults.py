@@ -142,7 +142,12 @@ def shards(plan: Plan, options: FaultBenchOptions) -> list[Shard]:
 
 
 async def run(options: FaultBenchOptions) -> dict[str, Any]:
-    """Run the benchmark; the figures (also written to ``options.json_out`` when set)."""
+    """Run the benchmark; the figures (also written to ``options.json_out`` when set).
+
+    ValueError for options that cannot make a run (too few rooms for the faults, no night for the
+    door faults, a step or worker count out of range)."""
+    if options.workers < 1 or not 0 < options.step_s <= 10 or options.hours <= 0:
+        raise ValueError("need --workers >= 1, 0 < --step <= 10 and --hours > 0")
     started = time.perf_counter()
     plan = make_plan(
         room_count=options.rooms,
@@ -296,7 +301,11 @@ def render(report: dict[str, Any]) -> str:
 
 def main(argv: list[str]) -> int:
     """``tapline bench faults [options]``; 0 when every target is met, 1 otherwise, 2 for bad options."""
-    parser = argparse.ArgumentParser(prog="tapline bench faults", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tapline bench faults",
+        description="Inject every fault kind into a simulated city and score what the alarm engine and"
+        " the incident correlator show against the simulator's ground truth.",
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
