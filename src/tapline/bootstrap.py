@@ -93,8 +93,8 @@ async def build_cloud(
         await relational.open()
         live = LiveState()
         chosen = settings or IngestSettings(host_id=host_id)
-        engine = AlarmEngine()
         correlator = Correlator()
+        engine = AlarmEngine(grouping=correlator)  # district events: later rooms raised suppressed
         ingest = IngestService(
             store, live, chosen, relational=relational, alarms=AlarmFeed(engine, correlator)
         )

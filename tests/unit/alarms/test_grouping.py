@@ -147,3 +147,15 @@ def test_a_cause_seen_minutes_after_its_supposed_consequence_starts_its_own_inci
 def test_hides_nothing_without_an_incident() -> None:
     correlator = Correlator()
     assert correlator.hides("PR-0001", DISTRICT, alarm_event("tank_level_low", T0).cause, False) is None
+
+
+def test_observing_the_engines_events_again_changes_nothing() -> None:
+    """A caller that also passes the engine's events to ``observe`` (as a journal feed may) is safe."""
+    engine, correlator, rooms = district(4)
+    events = []
+    for room in rooms:
+        events += room.send(T0 + 60 * S, {"plc/InletPressure": 0.05, "vfd1/Fault": True})
+    events += engine.tick(T0 + 100 * S)
+    before = [i.as_dict() for i in correlator.incidents()]
+    correlator.observe(events, T0 + 100 * S)
+    assert [i.as_dict() for i in correlator.incidents()] == before
