@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.helpers import service_missing
+
 PG_ADMIN_URL = os.environ.get("TAPLINE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MQTT_URL = os.environ.get("TAPLINE_TEST_MQTT", "mqtt://127.0.0.1:1883")
 
@@ -30,10 +32,7 @@ def _reachable(url: str, default_port: int) -> bool:
 
 
 def _missing(service: str, url: str) -> None:
-    message = f"{service} is not reachable at {url}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message} (CI=true: service tests must run, not skip)")
-    pytest.skip(message)
+    service_missing(f"{service} is not reachable at {url}")
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Awaitable, Callable
+
+import pytest
+
+
+def service_missing(message: str) -> None:
+    """Skip a test whose real service is missing, but fail it under ``CI=true``: CI must run them."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: service tests must run, not skip)")
+    pytest.skip(message)
 
 
 def free_port() -> int:

@@ -22,8 +22,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from tapline.bootstrap import room_config
 from tapline.edge.app import Gateway, GatewaySettings
 from tapline.edge.config import InterlockConfig, PollConfig, RoomConfig
@@ -36,7 +34,7 @@ from tapline.sim.runner import SimulatedCity
 from tapline.sparkplug.codec import Payload, decode_payload
 from tapline.sparkplug.errors import SparkplugError
 from tapline.store.telemetry import open_telemetry_store
-from tests.helpers import eventually, free_port
+from tests.helpers import eventually, free_port, service_missing
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -49,7 +47,7 @@ class Mosquitto:
 
     def __init__(self, tmp: Path) -> None:
         if not Path(MOSQUITTO).exists():
-            pytest.skip("the mosquitto binary is not installed")
+            service_missing(f"the mosquitto binary is not installed ({MOSQUITTO})")
         self.port = free_port()
         self.config = tmp / f"mosquitto-{self.port}.conf"
         self.config.write_text(
