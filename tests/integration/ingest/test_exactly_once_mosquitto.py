@@ -17,9 +17,10 @@ from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
 from tapline.store.telemetry import SeriesKey, TelemetryStore
 from tests.helpers import eventually
+from tests.link_proxy import LinkProxy
 from tests.unit.ingest.kit import EdgeDouble
 
-from .broker_kit import BrokerEdge, LinkProxy, RunningHost, running_host
+from .broker_kit import BrokerEdge, RunningHost, running_host
 
 pytestmark = pytest.mark.mosquitto
 

@@ -17,9 +17,10 @@ from tapline.sparkplug.codec import Metric, Payload, decode_payload, encode_payl
 from tapline.sparkplug.topics import state_payload, state_topic
 from tapline.store.telemetry import SeriesKey
 from tests.helpers import eventually
+from tests.link_proxy import LinkProxy
 from tests.unit.ingest.kit import EdgeDouble
 
-from .broker_kit import BrokerEdge, LinkProxy, Observer, RunningHost, Seen, publish, running_host
+from .broker_kit import BrokerEdge, Observer, RunningHost, Seen, publish, running_host
 
 pytestmark = pytest.mark.mosquitto
 

@@ -19,7 +19,8 @@ from tapline.sim.names import DISTRICTS
 from tapline.sparkplug.codec import decode_payload
 from tapline.sparkplug.host_session import NodeOffline, NodeOnline, rebirth_command
 from tapline.sparkplug.topics import Topic, state_payload, state_topic
-from tests.integration.sim.fleet_kit import CuttableLink, observing, problems, received_values
+from tests.integration.sim.fleet_kit import observing, problems, received_values
+from tests.link_proxy import LinkProxy
 
 pytestmark = pytest.mark.mosquitto
 
@@ -169,10 +170,10 @@ async def test_a_lost_link_fires_each_nodes_will_and_the_nodes_come_back_with_a_
     prefix = f"{unique_group}-"
     spec = FleetSpec(sites=3, points=45, interval_s=0.5, districts=1, group_prefix=prefix)
     async with (
-        CuttableLink(BrokerUrl.parse(mqtt_url)) as link,
+        LinkProxy(BrokerUrl.parse(mqtt_url)) as link,
         observing(mqtt_url, _topics(prefix, 1)) as observer,
     ):
-        settings = FleetSettings(spec, link.url, duration_s=4.0)
+        settings = FleetSettings(spec, str(link.url), duration_s=4.0)
         fleet = asyncio.create_task(run_fleet(settings))
         await observer.wait_for(3, "NBIRTH")
         link.cut()
