@@ -95,9 +95,7 @@ async def build_cloud(
         chosen = settings or IngestSettings(host_id=host_id)
         correlator = Correlator()
         engine = AlarmEngine(grouping=correlator)  # district events: later rooms raised suppressed
-        ingest = IngestService(
-            store, live, chosen, relational=relational, alarms=AlarmFeed(engine, correlator)
-        )
+        ingest = IngestService(store, live, chosen, relational=relational, alarms=AlarmFeed(engine))
         await ingest.start()
     except BaseException:
         await relational.close()
