@@ -48,6 +48,8 @@ class User:
     role: Role
     salt: bytes
     password_hash: bytes
+    display_name: str = ""
+    disabled: bool = False
 
 
 def hash_password(password: str, salt: bytes) -> bytes:
@@ -63,7 +65,8 @@ class Principal:
 
 
 class UserDirectory:
-    """Users and token signing. In memory; the relational store persists users once it exists."""
+    """Users and token signing, in memory. ``accounts.Accounts`` loads it from the relational store and
+    writes every change through, so the directory is the process's cache of the ``users`` table."""
 
     def __init__(self, secret: bytes, token_ttl_s: int = 8 * 3600) -> None:
         if len(secret) < 16:
@@ -73,10 +76,20 @@ class UserDirectory:
         self.token_ttl_s = token_ttl_s
 
     def add(self, name: str, password: str, role: Role) -> User:
-        salt = secrets.token_bytes(16)
-        user = User(name, role, salt, hash_password(password, salt))
-        self._users[name] = user
+        return self.put(make_user(name, password, role))
+
+    def put(self, user: User) -> User:
+        self._users[user.name] = user
         return user
+
+    def remove(self, name: str) -> None:
+        self._users.pop(name, None)
+
+    def get(self, name: str) -> User | None:
+        return self._users.get(name)
+
+    def all(self) -> list[User]:
+        return sorted(self._users.values(), key=lambda u: u.name)
 
     def authenticate(self, name: str, password: str) -> User:
         user = self._users.get(name)
@@ -85,6 +98,8 @@ class UserDirectory:
         candidate = hash_password(password, salt)
         if user is None or not hmac.compare_digest(candidate, user.password_hash):
             raise AuthError("wrong user name or password")
+        if user.disabled:
+            raise AuthError("this account is disabled")
         return user
 
     def issue(self, user: User, now: float | None = None) -> str:
@@ -110,9 +125,19 @@ class UserDirectory:
             raise AuthError("malformed token") from None
         if expiry < (now if now is not None else time.time()):
             raise AuthError("token expired")
-        if name not in self._users:
+        user = self._users.get(name)
+        if user is None:
             raise AuthError("user no longer exists")
-        return Principal(name, role)
+        if user.disabled:
+            raise AuthError("this account is disabled")
+        # A role changed since the token was issued takes effect now (a demotion must not wait 8 h).
+        return Principal(name, min(role, user.role))
+
+
+def make_user(name: str, password: str, role: Role, display_name: str = "") -> User:
+    """A user with a fresh salt and the scrypt hash of ``password`` (slow on purpose: ~50 ms)."""
+    salt = secrets.token_bytes(16)
+    return User(name, role, salt, hash_password(password, salt), display_name)
 
 
 def _b64(data: bytes) -> str:

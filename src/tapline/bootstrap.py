@@ -14,9 +14,13 @@ from pathlib import Path
 
 import uvicorn
 
+from tapline.accounts import Accounts
 from tapline.alarms.correlate import Correlator
 from tapline.alarms.engine import AlarmEngine
+from tapline.alarms.hub import AlarmHub
+from tapline.alarms.journal import JournalWriter
 from tapline.alarms.profiles import profile_for
+from tapline.alarms.service import AlarmService
 from tapline.api.app import create_app
 from tapline.auth import Role, UserDirectory
 from tapline.broker import EmbeddedBroker, pick_port
@@ -29,13 +33,16 @@ from tapline.ingest.live import LiveState
 from tapline.ingest.maintenance import Maintenance
 from tapline.logs import get_logger
 from tapline.mqtt import BrokerUrl, run_session
+from tapline.notify import NotifyDispatcher, build_dispatcher, load_notify_config
 from tapline.services import Services
 from tapline.sim.fleet_publish import FleetSettings
 from tapline.sim.fleet_report import FleetReport
 from tapline.sim.runner import SimRoom, SimulatedCity
+from tapline.store.alarm_journal import AlarmJournalStore
 from tapline.store.errors import StoreError
 from tapline.store.relational import RelationalStore, SiteRow
 from tapline.store.telemetry import TelemetryStore, open_telemetry_store
+from tapline.store.users import UserStore
 
 log = get_logger(__name__)
 
@@ -52,10 +59,16 @@ class Cloud:
     host_id: str = "tapline"
     relational: RelationalStore | None = None
     maintenance: Maintenance | None = None
+    journal: JournalWriter | None = None
+    notifier: NotifyDispatcher | None = None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self.ingest.run_writer(), name="ingest-writer")
+            if self.journal is not None:
+                tasks.create_task(self.journal.run(), name="alarm-journal")
+            if self.notifier is not None:
+                tasks.create_task(self.notifier.run(), name="alarm-notify")
             if self.maintenance is not None:
                 tasks.create_task(self.maintenance.run(), name="store-maintenance")
             tasks.create_task(
@@ -77,15 +90,26 @@ class Cloud:
             await self.ingest.flush()
         except StoreError as exc:
             log.warning("final_flush_failed", error=str(exc), pending=self.ingest.writer.pending_values)
+        if self.journal is not None:
+            try:
+                await self.journal.flush()
+            except StoreError as exc:
+                log.warning("final_journal_flush_failed", error=str(exc), pending=self.journal.pending)
         if self.relational is not None:
             await self.relational.close()
         await self.store.close()
 
 
 async def build_cloud(
-    store_url: str, broker: BrokerUrl, host_id: str = "tapline", settings: IngestSettings | None = None
+    store_url: str,
+    broker: BrokerUrl,
+    host_id: str = "tapline",
+    settings: IngestSettings | None = None,
+    notify: Path | None = None,
 ) -> Cloud:
-    """Open the stores (running migrations), warm the cache from them, and wire the cloud together."""
+    """Open the stores (running migrations), warm the cache from them, and wire the cloud together.
+    ``notify``: the alarm notification config (a bad file fails here, before anything runs)."""
+    notifier = build_dispatcher(load_notify_config(notify)) if notify is not None else None
     store = open_telemetry_store(store_url)
     await store.open()
     relational = RelationalStore(store_url)
@@ -94,8 +118,22 @@ async def build_cloud(
         live = LiveState()
         chosen = settings or IngestSettings(host_id=host_id)
         correlator = Correlator()
-        engine = AlarmEngine(grouping=correlator)  # district events: later rooms raised suppressed
-        ingest = IngestService(store, live, chosen, relational=relational, alarms=AlarmFeed(engine))
+        # Alarm ids must stay unique across restarts (the journal keeps them): prefix the boot time.
+        prefix = f"AL{_base36(wall_ms() // 1000)}"
+        engine = AlarmEngine(grouping=correlator, id_prefix=prefix)
+        hub = AlarmHub()
+        journal_store = AlarmJournalStore(relational)
+        # The last process's live alarms died with its engine: close them in the journal (ours only).
+        orphans = await journal_store.close_orphans(
+            wall_ms(), "cloud restarted: re-raised if still present", chosen.groups, prefix + "-"
+        )
+        if orphans:
+            log.info("alarms_closed_after_restart", count=len(orphans))
+        journal = JournalWriter(journal_store)
+        hub.add_sink(journal.take)
+        if notifier is not None:
+            hub.add_sink(notifier.take)
+        ingest = IngestService(store, live, chosen, relational=relational, alarms=AlarmFeed(engine, hub))
         await ingest.start()
     except BaseException:
         await relational.close()
@@ -105,9 +143,26 @@ async def build_cloud(
     services = Services(live, store)
     services.extras["alarms"] = engine
     services.extras["incidents"] = correlator
-    services.metrics += [ingest, maintenance]
+    services.extras["alarm_hub"] = hub
+    services.extras["relational"] = relational
+    services.extras["alarm_service"] = AlarmService(engine, correlator, hub=hub, journal=journal_store)
+    services.metrics += [ingest, maintenance, journal]
+    if notifier is not None:
+        services.metrics.append(notifier)
     services.rolled_up_to = lambda: maintenance.rolled_up_to
-    return Cloud(store, live, ingest, services, broker, chosen.host_id, relational, maintenance)
+    return Cloud(
+        store, live, ingest, services, broker, chosen.host_id, relational, maintenance, journal, notifier
+    )
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    out = ""
+    while True:
+        number, rest = divmod(number, 36)
+        out = digits[rest] + out
+        if not number:
+            return out
 
 
 def room_config(
@@ -131,6 +186,26 @@ def demo_users(password: str) -> UserDirectory:
     users.add("operator", password, Role.OPERATOR)
     users.add("viewer", password, Role.VIEWER)
     return users
+
+
+async def attach_accounts(
+    cloud: Cloud, users: UserDirectory, ensure: dict[str, tuple[str | None, Role]] | None = None
+) -> Accounts:
+    """Back the user directory with the relational store: load the stored users, then create or reset
+    the ``ensure`` ones (the start-up admin, the demo users) so their given passwords hold."""
+    accounts = Accounts(users, UserStore(cloud.relational) if cloud.relational is not None else None)
+    try:
+        await accounts.load()
+        for name, (password, role) in (ensure or {}).items():
+            if password:
+                await accounts.ensure(name, password, role)
+    except BaseException:
+        await cloud.close()
+        raise
+    if not users.all():
+        log.warning("no_users", hint="pass --admin-password (TAPLINE_ADMIN_PASSWORD) to create the admin")
+    cloud.services.extras["accounts"] = accounts
+    return accounts
 
 
 def serve_users(secret: str, admin_password: str | None) -> UserDirectory:
@@ -190,12 +265,15 @@ async def build_stack(
     fast_poll_s: float = 1.0,
     slow_poll_s: float = 10.0,
     host: str = "127.0.0.1",
+    notify: Path | None = None,
 ) -> Stack:
     city = SimulatedCity.build(sites, districts, seed=seed, host=host, district_names=district_names)
     city.speed = speed
     await city.start()
     # The stack's host owns the city's districts only: other runs on a shared broker are not its business.
-    cloud = await build_cloud(store_url, broker, settings=IngestSettings(groups=tuple(city.districts)))
+    cloud = await build_cloud(
+        store_url, broker, settings=IngestSettings(groups=tuple(city.districts)), notify=notify
+    )
     cloud.services.extras["sim"] = city
     engine: AlarmEngine = cloud.services.extras["alarms"]
     for room in city.rooms.values():
@@ -244,6 +322,11 @@ async def run_demo(settings: DemoSettings) -> None:
             fast_poll_s=settings.fast_poll_s,
             slow_poll_s=settings.slow_poll_s,
             host=settings.host,
+            notify=settings.notify,
+        )
+        demo_roles = {"admin": Role.ADMIN, "operator": Role.OPERATOR, "viewer": Role.VIEWER}
+        await attach_accounts(
+            stack.cloud, users, {name: (settings.demo_password, role) for name, role in demo_roles.items()}
         )
         print(f"tapline demo: {len(stack.city.rooms)} pump rooms in {len(stack.city.districts)} districts")
         print(f"  console  http://{settings.host}:{http_port}/")
@@ -264,8 +347,17 @@ async def run_demo(settings: DemoSettings) -> None:
 
 async def run_serve(settings: ServeSettings) -> None:
     users = serve_users(settings.secret, settings.admin_password)
-    cloud = await build_cloud(settings.db, BrokerUrl.parse(settings.broker), settings.host_id)
-    print(f"tapline serve: http://{settings.host}:{settings.port}/ (broker {settings.broker})", flush=True)
+    ingest = IngestSettings(host_id=settings.host_id, groups=settings.groups)
+    cloud = await build_cloud(
+        settings.db, BrokerUrl.parse(settings.broker), settings=ingest, notify=settings.notify
+    )
+    await attach_accounts(cloud, users, {"admin": (settings.admin_password, Role.ADMIN)})
+    owned = ",".join(settings.groups) or "all"
+    print(
+        f"tapline serve: http://{settings.host}:{settings.port}/ (broker {settings.broker},"
+        f" host id {settings.host_id}, districts {owned})",
+        flush=True,
+    )
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(cloud.run(), name="cloud")

@@ -26,6 +26,13 @@ from tapline import __version__, logs
 from tapline.edge.config import ConfigError
 from tapline.sim.api_client import SimApiError
 
+NOTIFY_HELP = "alarm notification config: webhook/email recipients, escalation (docs/notify.example.yaml)"
+
+
+def _notify_default() -> Path | None:
+    value = os.environ.get("TAPLINE_NOTIFY")
+    return Path(value) if value else None
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tapline", description="Secondary water supply pump-room platform.")
@@ -48,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--demo-password", default="demo", help="password of the demo users")
     demo.add_argument("--seed", type=int, default=1, help="simulation seed")
     demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    demo.add_argument("--notify", type=Path, default=_notify_default(), help=NOTIFY_HELP)
 
     serve = sub.add_parser("serve", help="run the cloud platform (ingest, store, API, console)")
     serve.add_argument("--broker", default=os.environ.get("TAPLINE_BROKER", "mqtt://127.0.0.1:1883"))
@@ -55,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--public-read", action="store_true", help="read-only routes answer without a token")
+    serve.add_argument(
+        "--host-id",
+        default=os.environ.get("TAPLINE_HOST_ID", "tapline"),
+        help="Sparkplug host id (STATE topic); each worker its own (docs/scaling.md)",
+    )
+    serve.add_argument(
+        "--groups",
+        default=os.environ.get("TAPLINE_GROUPS", ""),
+        help="districts (Sparkplug groups) this worker owns, comma-separated (default: all)",
+    )
+    serve.add_argument("--notify", type=Path, default=_notify_default(), help=NOTIFY_HELP)
 
     edge = sub.add_parser("edge", help="run the edge gateway of one pump room")
     edge.add_argument("--config", type=Path, required=True, help="the room's YAML file")
@@ -63,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     edge.add_argument("--primary-host", default="tapline", help="Sparkplug host id to wait for ('' for none)")
 
     _sim_parser(sub.add_parser("sim", help="simulated pump rooms: a Sparkplug fleet, Modbus rooms, faults"))
-    _bench_parser(sub.add_parser("bench", help="benchmarks: ingest, faults"))
+    _bench_parser(sub.add_parser("bench", help="benchmarks: ingest, query, edge, faults"))
     return parser
 
 
@@ -80,12 +99,53 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     ingest.add_argument("--cycle", type=int, default=10, help="the generator's --cycle (0: live physics)")
     ingest.add_argument("--no-references", action="store_true", help="skip the reference measurements")
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    _bench_query_edge_parsers(commands)
     faults = commands.add_parser(
         "faults",
         help="fault localisation score against the simulator's ground truth (options: --help after faults)",
         add_help=False,
     )
     faults.add_argument("rest", nargs=argparse.REMAINDER, help="options of tapline bench faults")
+
+
+def _bench_query_edge_parsers(commands: Any) -> None:
+    """``bench query`` (history latency over loaded days) and ``bench edge`` (one gateway, one room)."""
+    query = commands.add_parser("query", help="history query latency over days of 5 s data in the store")
+    query.add_argument("--db", required=True, help="a fresh store, e.g. sqlite:////tmp/bench-query.db")
+    query.add_argument("--rooms", type=int, default=100)
+    query.add_argument("--days", type=float, default=7.0)
+    query.add_argument("--interval", type=float, default=5.0, help="sampling period in seconds")
+    query.add_argument("--points", type=int, default=2, help="trended points per room (default 2)")
+    query.add_argument("--queries", type=int, default=200, help="queries per window (default 200)")
+    query.add_argument("--via", choices=("service", "http"), default="service")
+    query.add_argument("--no-analyze", action="store_true", help="PostgreSQL: no ANALYZE after the load")
+    query.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated standard room")
+    edge.add_argument("--duration", type=float, default=60.0, help="measured seconds after the warm-up")
+    edge.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
+    edge.add_argument("--broker", default=None, help="MQTT broker URL (default: an embedded amqtt broker)")
+    edge.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+
+
+async def _bench_query_edge(args: argparse.Namespace) -> None:
+    if args.bench_command == "query":
+        from tapline.bench.query import QueryBench, run_query_bench
+
+        bench = QueryBench(
+            db=args.db, rooms=args.rooms, days=args.days, interval_s=args.interval, points=args.points,
+            queries=args.queries, via=args.via, analyze=not args.no_analyze,
+        )  # fmt: skip
+        result = await run_query_bench(bench)
+    else:
+        from tapline.bench.edge import EdgeBench, run_edge_bench
+
+        result = await run_edge_bench(
+            EdgeBench(duration_s=args.duration, warmup_s=args.warmup, broker=args.broker)
+        )
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
 
 
 def _sim_parser(sim: argparse.ArgumentParser) -> None:
@@ -267,6 +327,8 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
 
     if args.command == "bench" and args.bench_command == "ingest":
         return _bench_ingest(args)
+    if args.command == "bench" and args.bench_command in ("query", "edge"):
+        return _bench_query_edge(args)
     if args.command == "edge":  # a gateway imports nothing of the cloud side (memory budget)
         from tapline.edge.entry import run_edge
 
@@ -294,6 +356,7 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
                 demo_password=args.demo_password,
                 seed=args.seed,
                 speed=args.speed,
+                notify=args.notify,
                 log_level=args.log_level,
             )
         )
@@ -307,6 +370,9 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
                 secret=os.environ.get("TAPLINE_SECRET", ""),
                 admin_password=os.environ.get("TAPLINE_ADMIN_PASSWORD"),
                 public_read=args.public_read,
+                host_id=args.host_id,
+                groups=args.groups,
+                notify=args.notify,
                 log_level=args.log_level,
             )
         )

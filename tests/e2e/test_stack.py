@@ -135,5 +135,12 @@ async def test_pump_trip_becomes_one_drive_fault_incident_end_to_end(tmp_path: P
             assert incident["devices"][0] == "vfd1"
             assert engine.active_counts("PR-0001")["high"] + engine.active_counts("PR-0001")["critical"] >= 1
             assert all(not engine.active(site) for site in ("PR-0002", "PR-0003"))
+            service = stack.cloud.services.extras["alarm_service"]
+
+            async def journaled() -> bool:  # the cloud's journal writer put it in the relational store
+                rows = await service.history(0, 2**62, site="PR-0001")
+                return any(r["rule"] == "drive_fault" and r["device"] == "vfd1" for r in rows)
+
+            await eventually(journaled, timeout=10, what="the drive fault in the persisted alarm journal")
     finally:
         await broker.stop()

@@ -6,7 +6,10 @@ Rules:
 - Errors stay the alarm area's own (``model.AlarmError`` tree, ``UnknownIncident``); the HTTP router
   maps them onto statuses. A refused action changes nothing.
 - An action answers with the transition it made and the alarm after it (``null`` once an
-  acknowledgement retired it: an alarm back to normal and acknowledged is no longer live).
+  acknowledgement retired it: an alarm back to normal and acknowledged is no longer live). The
+  transition goes to the ``AlarmHub`` like every engine event (journal, live push, notifier).
+- History (alarm instances, the journal) and the alarm-system KPIs read the persisted journal when a
+  relational store runs (they survive restarts and cover any period), else the hub's recent events.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from typing import Any
 from tapline.alarms.correlate import Correlator
 from tapline.alarms.engine import AlarmEngine
 from tapline.alarms.events import STATE_FILTERS, AlarmEvent
+from tapline.alarms.hub import AlarmHub
+from tapline.alarms.journal import event_from_row, instance_dict
+from tapline.alarms.kpis import alarm_health
 from tapline.alarms.model import AlarmError, UnknownAlarm
+from tapline.store.alarm_journal import AlarmJournalStore
+
+DAY_MS = 86_400_000
 
 
 class UnknownIncident(AlarmError, KeyError):
@@ -37,10 +46,15 @@ class AlarmService:
         engine: AlarmEngine,
         correlator: Correlator | None = None,
         clock: Callable[[], int] = wall_ms,
+        *,
+        hub: AlarmHub | None = None,
+        journal: AlarmJournalStore | None = None,
     ) -> None:
         self.engine = engine
         self.correlator = correlator
         self.clock = clock
+        self.hub = hub if hub is not None else AlarmHub()
+        self.journal = journal
 
     # ------------------------------------------------------------------ alarms
     def alarms(self, state: str = "active", site: str | None = None) -> list[dict[str, Any]]:
@@ -70,6 +84,7 @@ class AlarmService:
         return self._result(self.engine.reset(alarm_id, user, self.clock(), reason))
 
     def _result(self, event: AlarmEvent) -> dict[str, Any]:
+        self.hub.publish((event,))
         try:
             alarm: dict[str, Any] | None = self.engine.get(event.alarm_id).as_dict()
         except UnknownAlarm:
@@ -96,3 +111,60 @@ class AlarmService:
             return self.correlator.get(incident_id).as_dict()
         except KeyError:
             raise UnknownIncident(incident_id) from None
+
+    # ------------------------------------------------------------------ history and health
+    async def _journal(
+        self, start: int, end: int, site: str | None = None, district: str | None = None
+    ) -> list[AlarmEvent]:
+        if self.journal is not None:
+            rows = await self.journal.events(start, end, site=site, district=district)
+            return [event_from_row(row) for row in rows]
+        return [
+            e
+            for e in self.hub.recent
+            if start <= e.at < end
+            and (site is None or e.site == site)
+            and (district is None or e.district == district)
+        ]
+
+    async def history(
+        self,
+        start: int,
+        end: int,
+        *,
+        site: str | None = None,
+        district: str | None = None,
+        priority: str | None = None,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """Alarm instances raised in ``[start, end)``, newest first: live and finished ones, with
+        when they were raised, cleared and acknowledged (by whom). Empty without a store."""
+        if self.journal is None:
+            return []
+        rows = await self.journal.instances(
+            start, end, site=site, district=district, priority=priority, limit=limit
+        )
+        return [instance_dict(row) for row in rows]
+
+    async def transitions(self, alarm_id: str) -> list[dict[str, Any]]:
+        """Every recorded transition of one alarm instance, oldest first (``UnknownAlarm`` if none)."""
+        if self.journal is not None:
+            rows = await self.journal.events(0, 2**62, alarm_id=alarm_id)
+            events = [event_from_row(row) for row in rows]
+        else:
+            events = [e for e in self.hub.recent if e.alarm_id == alarm_id]
+        if not events:
+            raise UnknownAlarm(alarm_id)
+        return [e.as_dict() for e in events]
+
+    async def health(
+        self, start: int, end: int, *, district: str | None = None, operators: int = 1
+    ) -> dict[str, Any]:
+        """Alarm-system health (EEMUA 191 / ISA-18.2) over ``[start, end)``; the journal is read from
+        a day earlier so alarms standing since before ``start`` count. ValueError for a bad period."""
+        if end <= start or operators < 1:
+            raise ValueError("need end > start and at least one operator")
+        events = await self._journal(start - DAY_MS, end, district=district)
+        report = alarm_health(events, start, end, operators=operators).as_dict()
+        report["district"] = district
+        return report

@@ -19,13 +19,14 @@ from tapline.alarms.correlate import Correlator
 from tapline.alarms.engine import AlarmEngine
 from tapline.alarms.events import STATE_FILTERS
 from tapline.alarms.model import IllegalTransition, ShelveRefused, UnknownAlarm
-from tapline.alarms.service import AlarmService, UnknownIncident
+from tapline.alarms.service import DAY_MS, AlarmService, UnknownIncident
 from tapline.api.auth import Operator, Viewer
 from tapline.api.errors import ApiError
 from tapline.auth import Principal
 
 router = APIRouter(tags=["alarms"])
 
+Ms = Annotated[int | None, Query(ge=0, le=2**53, description="ms since the epoch")]
 MAX_SHELVE_S = 7 * 86_400.0
 """Longest shelve the API accepts at all; each rule's own maximum (8 h by default) is tighter."""
 
@@ -57,11 +58,25 @@ class UnshelveBody(_Body):
 
 def _service(request: Request) -> AlarmService:
     extras = request.app.state.services.extras
+    service = extras.get("alarm_service")
+    if isinstance(service, AlarmService):
+        return service
     engine = extras.get("alarms")
     if not isinstance(engine, AlarmEngine):
         raise ApiError(503, "alarms_unavailable", "no alarm engine runs in this process")
     correlator = extras.get("incidents")
-    return AlarmService(engine, correlator if isinstance(correlator, Correlator) else None)
+    built = AlarmService(engine, correlator if isinstance(correlator, Correlator) else None)
+    extras["alarm_service"] = built
+    return built
+
+
+def _period(start: int | None, end: int | None, service: AlarmService) -> tuple[int, int]:
+    """``[start, end)`` in ms; the last 24 hours by default. 422 when it is empty."""
+    end_ms = end if end is not None else service.clock() + 1
+    start_ms = start if start is not None else end_ms - DAY_MS
+    if end_ms <= start_ms:
+        raise ApiError(422, "invalid_period", f"end ({end_ms}) must be after start ({start_ms})")
+    return start_ms, end_ms
 
 
 def _user(principal: Principal | None) -> str:
@@ -93,6 +108,52 @@ async def list_alarms(
         return _service(request).alarms(state, site)
     except ValueError as exc:
         raise ApiError(422, "invalid_state", str(exc)) from None
+
+
+@router.get("/alarms/history")
+async def alarm_history(
+    request: Request,
+    _: Viewer,
+    start: Ms = None,
+    end: Ms = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+    district: Annotated[str | None, Query(max_length=64)] = None,
+    priority: Annotated[str | None, Query(pattern="^(critical|high|medium|low)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=5_000)] = 500,
+) -> list[dict[str, Any]]:
+    """Alarm instances raised in ``[start, end)`` (default: the last 24 h), newest first, live or
+    finished: when each was raised, cleared and acknowledged, and by whom."""
+    service = _service(request)
+    start_ms, end_ms = _period(start, end, service)
+    return await service.history(
+        start_ms, end_ms, site=site, district=district, priority=priority, limit=limit
+    )
+
+
+@router.get("/alarms/{alarm_id}/events")
+async def alarm_events(request: Request, _: Viewer, alarm_id: str) -> list[dict[str, Any]]:
+    """The audit trail of one alarm instance: every transition with who, when and why."""
+    try:
+        return await _service(request).transitions(alarm_id)
+    except UnknownAlarm:
+        raise ApiError(404, "alarm_not_found", f"no alarm {alarm_id!r} in the journal") from None
+
+
+@router.get("/kpis/alarms")
+async def alarm_kpis(
+    request: Request,
+    _: Viewer,
+    start: Ms = None,
+    end: Ms = None,
+    district: Annotated[str | None, Query(max_length=64)] = None,
+    operators: Annotated[int, Query(ge=1, le=100)] = 1,
+) -> dict[str, Any]:
+    """Alarm-system health (EEMUA 191 / ISA-18.2) over ``[start, end)`` (default: the last 24 h):
+    alarms per operator per 10 min, peak, time in flood, chattering, standing alarms, bad actors,
+    and which benchmarks are met."""
+    service = _service(request)
+    start_ms, end_ms = _period(start, end, service)
+    return await service.health(start_ms, end_ms, district=district, operators=operators)
 
 
 @router.get("/alarms/{alarm_id}")

@@ -8,7 +8,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from tapline import __version__
-from tapline.api import alarms, auth, metrics, sites
+from tapline.accounts import Accounts
+from tapline.api import alarms, auth, diagnostics, metrics, sites, stream
+from tapline.api import users as user_routes
 from tapline.api.errors import install_error_handlers
 from tapline.auth import UserDirectory
 from tapline.services import Services
@@ -28,6 +30,10 @@ def create_app(services: Services, users: UserDirectory, *, public_read: bool = 
     )
     app.state.services = services
     app.state.users = users
+    accounts = services.extras.get("accounts")
+    app.state.accounts = (
+        accounts if isinstance(accounts, Accounts) and accounts.directory is users else Accounts(users, None)
+    )
     app.state.public_read = public_read
     install_error_handlers(app)
 
@@ -35,6 +41,9 @@ def create_app(services: Services, users: UserDirectory, *, public_read: bool = 
     api.include_router(auth.router)
     api.include_router(sites.router)
     api.include_router(alarms.router)
+    api.include_router(stream.router)
+    api.include_router(user_routes.router)
+    api.include_router(diagnostics.router)
     if services.extras.get("sim") is not None:
         # Only with an in-process simulator (demo, tests); imported here so `serve` never loads it.
         from tapline.api import sim

@@ -67,3 +67,5 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal | None]]:
 
 Viewer = Annotated[Principal | None, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal | None, Depends(require(Role.OPERATOR))]
+Engineer = Annotated[Principal | None, Depends(require(Role.ENGINEER))]
+Admin = Annotated[Principal | None, Depends(require(Role.ADMIN))]

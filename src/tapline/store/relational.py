@@ -295,6 +295,15 @@ class RelationalStore:
         except sa_exc.SQLAlchemyError as exc:
             raise _translate(exc, action) from exc
 
+    async def run(self, action: str, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one transaction on the store's worker thread, errors translated: the entry
+        point for the other relational modules (alarm journal, users) that share this connection."""
+        return await self._run(action, work)
+
+    def insert(self, conn: Connection, table: Table) -> Any:
+        """A dialect ``INSERT`` that supports ``on_conflict_do_update`` on SQLite and PostgreSQL."""
+        return self._insert(conn, table)
+
     def _insert(self, conn: Connection, table: Table) -> Any:
         dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
         return dialect.insert(table)

@@ -2,8 +2,9 @@
 
 - ``Mosquitto``: our own broker process on a free port (so it can be killed with SIGKILL and restarted
   on the same port; the shared system broker is never touched).
-- ``LinkProxy``: a TCP forwarder whose existing connections can be black-holed (half-open: bytes
-  vanish, no FIN/RST, as when a 4G link dies) or reset.
+- ``LinkProxy`` (``tests.link_proxy``, shared with the ingest and simulator tests): a TCP forwarder whose
+  existing connections can be black-holed (half-open: bytes vanish, no FIN/RST, as when a 4G link dies)
+  or cut.
 - ``SimRoom``: one simulated pump room served over Modbus TCP (or RTU framing over TCP).
 - ``running_gateway`` / ``running_host``: the gateway and the real ingest host as tasks.
 - ``Observer``: a plain subscriber that records every Sparkplug message it sees, per connection.
@@ -35,6 +36,7 @@ from tapline.sparkplug.codec import Payload, decode_payload
 from tapline.sparkplug.errors import SparkplugError
 from tapline.store.telemetry import open_telemetry_store
 from tests.helpers import eventually, free_port, service_missing
+from tests.link_proxy import LinkProxy as LinkProxy  # re-exported: the edge tests' one proxy
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -95,67 +97,6 @@ async def mosquitto(tmp: Path) -> AsyncIterator[Mosquitto]:
         yield broker
     finally:
         await broker.kill()
-
-
-class LinkProxy:
-    """TCP forwarder to ``target``; ``blackhole`` makes current connections half-open."""
-
-    def __init__(self, target: BrokerUrl, port: int = 0) -> None:
-        self.target = target
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._links: list[dict[str, object]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> BrokerUrl:
-        return BrokerUrl("127.0.0.1", self.port)
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection(self.target.host, self.target.port)
-        except OSError:
-            writer.transport.abort()
-            return
-        link: dict[str, object] = {"dark": False, "writers": (writer, up_writer)}
-        self._links.append(link)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    if not link["dark"]:
-                        dst.write(data)
-                        await dst.drain()
-            dst.transport.abort()
-
-        for task in (
-            asyncio.create_task(pipe(reader, up_writer)),
-            asyncio.create_task(pipe(up_reader, writer)),
-        ):
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def blackhole(self) -> None:
-        """Every current connection silently drops all bytes both ways from now on (no FIN, no RST)."""
-        for link in self._links:
-            link["dark"] = True
-
-    def reset(self) -> None:
-        for link in self._links:
-            for writer in link["writers"]:  # type: ignore[attr-defined]
-                writer.transport.abort()
-        self._links.clear()
-
-    async def stop(self) -> None:
-        self.reset()
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
 
 
 # --- the simulated room --------------------------------------------------------------------------

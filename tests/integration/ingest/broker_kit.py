@@ -1,22 +1,21 @@
 """Running the host application and edge doubles against the real Mosquitto.
 
-- ``LinkProxy``: a TCP forwarder in front of the broker; ``cut()`` aborts its connections without an MQTT
-  DISCONNECT, so the broker publishes the client's will, as when a 4G link dies.
+- (``tests.link_proxy.LinkProxy`` cuts a link without an MQTT DISCONNECT, so the broker publishes the
+  client's will, as when a 4G link dies.)
 - ``BrokerEdge``: the sans-IO ``EdgeDouble`` on a real MQTT connection (a new bdSeq and will per
   connection), answering NCMD Rebirth/Replay; ``drop_next`` loses outgoing DDATA like QoS 0 does.
 - ``running_host``: an ``IngestService`` on real stores with its MQTT session and writer tasks;
   leaving the block cancels them without a final flush (a killed process).
-- ``Observer``: a plain subscriber collecting what crosses the broker.
+- ``publish``: one message from a fresh client (what crosses the broker is seen by ``tests.observer``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -150,70 +149,6 @@ async def running_host(
                 await task
         await relational.close()
         await store.close()
-
-
-@dataclass
-class Seen:
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-
-    def json(self) -> dict[str, object]:
-        value: dict[str, object] = json.loads(self.payload)
-        return value
-
-
-class Observer:
-    """Subscribes to ``topics`` and keeps every message, with QoS and retain flag as delivered."""
-
-    def __init__(self, url: BrokerUrl, *topics: str) -> None:
-        self.url = url
-        self.topics = topics
-        self.seen: list[Seen] = []
-        self._arrived = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-
-    async def __aenter__(self) -> Observer:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._ready.wait(), 10)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        async with aiomqtt.Client(
-            self.url.host, self.url.port, identifier=f"obs-{uuid.uuid4().hex[:8]}"
-        ) as client:
-            for topic in self.topics:
-                await client.subscribe(topic, qos=1)
-            self._ready.set()
-            async for message in client.messages:
-                payload = message.payload if isinstance(message.payload, bytes) else b""
-                self.seen.append(Seen(str(message.topic), payload, int(message.qos), bool(message.retain)))
-                self._arrived.set()
-
-    async def wait_for(self, check: Callable[[Seen], bool], timeout: float = 10.0) -> Seen:
-        """The first message (already seen or arriving) for which ``check(message)`` is true."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for seen in self.seen:
-                if check(seen):
-                    return seen
-            self._arrived.clear()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"timed out waiting on {self.topics}; seen {[s.topic for s in self.seen]}"
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
 
 
 async def publish(url: BrokerUrl, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None:

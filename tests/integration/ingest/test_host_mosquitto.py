@@ -18,9 +18,10 @@ from tapline.sparkplug.topics import state_payload, state_topic
 from tapline.store.telemetry import SeriesKey
 from tests.helpers import eventually
 from tests.link_proxy import LinkProxy
+from tests.observer import Observer, Seen
 from tests.unit.ingest.kit import EdgeDouble
 
-from .broker_kit import BrokerEdge, Observer, RunningHost, Seen, publish, running_host
+from .broker_kit import BrokerEdge, RunningHost, publish, running_host
 
 pytestmark = pytest.mark.mosquitto
 

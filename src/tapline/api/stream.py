@@ -1,0 +1,106 @@
+"""``GET /api/v1/stream``: live push of alarm events to the console (Server-Sent Events).
+
+Why SSE and not a WebSocket: the push is one-way (operator actions are ordinary POSTs that go through
+the same service layer and come back on the stream like any other transition), SSE reconnects by
+itself in every browser, and it passes HTTP proxies unchanged.
+
+Rules:
+- Each connection is one ``AlarmHub`` listener with a bounded queue. A client that falls that far
+  behind gets ``event: resync`` and the stream ends: the browser reconnects and reloads the lists,
+  so a slow console never slows the alarm path and never silently misses a transition.
+- ``event: alarm`` carries the transition (who, when, why, from, to) with the alarm's context (room,
+  rule, priority, cause, message); ``: keep-alive`` comments every ``keepalive_s`` keep proxies and
+  dead-connection detection honest.
+- Browsers' ``EventSource`` cannot send an ``Authorization`` header, so the token may also come as
+  ``?access_token=``; the same viewer rule applies (public reads in the demo need none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from tapline.alarms.events import AlarmEvent
+from tapline.alarms.hub import AlarmHub, Listener
+from tapline.api.auth import directory
+from tapline.api.errors import ApiError
+from tapline.auth import AuthError, Role
+
+router = APIRouter(tags=["stream"])
+
+KEEPALIVE_S = 15.0
+
+
+def event_data(event: AlarmEvent) -> dict[str, Any]:
+    """The ``alarm`` message: the transition plus what a console row shows."""
+    data = event.as_dict()
+    data.update(
+        state=event.phase.value,
+        active=event.state.active,
+        device=event.device,
+        point=event.point,
+        cause=event.cause.value,
+        message={"zh": event.text.zh, "en": event.text.en},
+    )
+    return data
+
+
+def _authorise(request: Request, token: str | None) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value:
+        token = value.strip()
+    if not token:
+        if getattr(request.app.state, "public_read", False):
+            return
+        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer …' or ?access_token=")
+    try:
+        principal = directory(request).verify(token)
+    except AuthError as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    if principal.role < Role.VIEWER:
+        raise ApiError(403, "forbidden", "needs role viewer")
+
+
+async def _frames(listener: Listener, keepalive_s: float) -> AsyncIterator[bytes]:
+    try:
+        yield b"retry: 3000\n\n"
+        while True:
+            try:
+                event = await asyncio.wait_for(listener.get(), keepalive_s)
+            except TimeoutError:
+                if listener.overflowed:
+                    yield b"event: resync\ndata: {}\n\n"
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            yield b"event: alarm\ndata: " + orjson.dumps(event_data(event)) + b"\n\n"
+            if listener.overflowed and listener.queue.empty():
+                yield b"event: resync\ndata: {}\n\n"
+                return
+    finally:
+        listener.close()
+
+
+@router.get("/stream")
+async def stream(
+    request: Request,
+    access_token: Annotated[str | None, Query(max_length=2_000)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: ``alarm`` for every alarm transition, ``resync`` when this client fell
+    behind (reload, then reconnect)."""
+    _authorise(request, access_token)
+    hub = request.app.state.services.extras.get("alarm_hub")
+    if not isinstance(hub, AlarmHub):
+        raise ApiError(503, "alarms_unavailable", "no alarm engine runs in this process")
+    keepalive = float(getattr(request.app.state, "stream_keepalive_s", KEEPALIVE_S))
+    return StreamingResponse(
+        _frames(hub.listen(), keepalive),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
