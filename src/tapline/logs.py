@@ -21,7 +21,7 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(message)s")
     # Third-party libraries are chatty at INFO (pymodbus logs every reconnect, amqtt every client);
     # their warnings still come through.
-    for noisy in ("pymodbus", "amqtt", "transitions", "uvicorn.access", "passlib"):
+    for noisy in ("pymodbus", "amqtt", "transitions", "uvicorn.access", "passlib", "alembic"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
