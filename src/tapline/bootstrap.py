@@ -129,6 +129,8 @@ async def build_cloud(
         )
         if orphans:
             log.info("alarms_closed_after_restart", count=len(orphans))
+        alarm_service = AlarmService(engine, correlator, hub=hub, journal=journal_store)
+        await alarm_service.restore_maintenance()
         journal = JournalWriter(journal_store)
         hub.add_sink(journal.take)
         if notifier is not None:
@@ -145,7 +147,7 @@ async def build_cloud(
     services.extras["incidents"] = correlator
     services.extras["alarm_hub"] = hub
     services.extras["relational"] = relational
-    services.extras["alarm_service"] = AlarmService(engine, correlator, hub=hub, journal=journal_store)
+    services.extras["alarm_service"] = alarm_service
     services.metrics += [ingest, maintenance, journal]
     if notifier is not None:
         services.metrics.append(notifier)

@@ -70,7 +70,12 @@ class Services:
             "status": state.status,
             "since": state.since,
             "alarms": self.alarm_counts(state.site),
+            "maintenance": self._in_maintenance(state.site),
         }
+
+    def _in_maintenance(self, site: str) -> bool:
+        engine = self.extras.get("alarms")
+        return bool(engine is not None and engine.in_maintenance(site))
 
     def site_summaries(self, district: str | None = None) -> list[dict[str, Any]]:
         sites = sorted(self.live.sites.values(), key=lambda s: (s.district, s.site))

@@ -95,6 +95,7 @@ class AlarmEngine:
         self._next_scan = 0
         self.grouping = grouping
         self._grouped: dict[str, LiveAlarm] = {}
+        self._maintenance: set[str] = set()  # rooms out of service, also before the engine met them
 
     # ------------------------------------------------------------------ rooms
     def configure(self, site: str, district: str, profile: RoomProfile | None = None) -> None:
@@ -117,6 +118,7 @@ class AlarmEngine:
                 plan = self._plans[rules] = Plan(rules, self._spans)
             values = profile.values if profile is not None else None
             room = self._rooms[site] = RoomState(site, district, plan, values)
+            room.out_of_service = site in self._maintenance
         return room
 
     # ------------------------------------------------------------------ inputs
@@ -282,10 +284,17 @@ class AlarmEngine:
         """End a room's maintenance: its alarms settle (active ones are announced again)."""
         return self._service(site, False, user, now_ms, reason)
 
+    def in_maintenance(self, site: str) -> bool:
+        return site in self._maintenance
+
     def _service(self, site: str, remove: bool, user: str, now_ms: int, reason: str) -> list[AlarmEvent]:
+        if remove:
+            self._maintenance.add(site)
+        else:
+            self._maintenance.discard(site)
         room = self._rooms.get(site)
-        if room is None:
-            raise KeyError(site)
+        if room is None:  # not met yet (e.g. restored at start-up): it starts out of service
+            return []
         out: list[AlarmEvent] = []
         room.out_of_service = remove
         event = Event.REMOVE_FROM_SERVICE if remove else Event.RETURN_TO_SERVICE

@@ -168,3 +168,33 @@ class AlarmService:
         report = alarm_health(events, start, end, operators=operators).as_dict()
         report["district"] = district
         return report
+
+    # ------------------------------------------------------------------ maintenance
+    async def set_maintenance(self, site: str, active: bool, user: str, reason: str) -> dict[str, Any]:
+        """Put a room in maintenance (its alarms, current and future, out of service) or end it.
+        Persisted first, so a refused write changes nothing; idempotent."""
+        now = self.clock()
+        if self.journal is not None:
+            if active:
+                await self.journal.set_maintenance(site, now, user, reason)
+            else:
+                await self.journal.clear_maintenance(site)
+        if active:
+            events = self.engine.remove_from_service(site, user, now, reason)
+        else:
+            events = self.engine.return_to_service(site, user, now, reason)
+        self.hub.publish(events)
+        return {
+            "site": site,
+            "maintenance": self.engine.in_maintenance(site),
+            "transitions": [e.as_dict() for e in events],
+        }
+
+    async def restore_maintenance(self) -> int:
+        """At start-up: the rooms the store says are in maintenance go out of service again."""
+        if self.journal is None:
+            return 0
+        rows = await self.journal.maintenance()
+        for row in rows:
+            self.engine.remove_from_service(row["site"], row["by"], row["since_ms"], row["reason"])
+        return len(rows)

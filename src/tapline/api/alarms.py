@@ -23,6 +23,7 @@ from tapline.alarms.service import DAY_MS, AlarmService, UnknownIncident
 from tapline.api.auth import Operator, Viewer
 from tapline.api.errors import ApiError
 from tapline.auth import Principal
+from tapline.store.errors import StoreError
 
 router = APIRouter(tags=["alarms"])
 
@@ -48,6 +49,13 @@ class ShelveBody(_Body):
 
     reason: Annotated[str, Field(min_length=1, max_length=500, examples=["crew on site"])]
     duration_s: Annotated[float | None, Field(gt=0, le=MAX_SHELVE_S, examples=[3600])] = None
+
+
+class MaintenanceBody(_Body):
+    """Body of ``POST /sites/{id}/maintenance``: start (``active``) or end a room's maintenance."""
+
+    active: bool
+    reason: Annotated[str, Field(min_length=1, max_length=500, examples=["tank cleaning, WO-2031"])]
 
 
 class UnshelveBody(_Body):
@@ -215,3 +223,17 @@ async def get_incident(request: Request, _: Viewer, incident_id: str) -> dict[st
         return _service(request).incident(incident_id)
     except UnknownIncident:
         raise ApiError(404, "incident_not_found", f"no incident {incident_id!r}") from None
+
+
+@router.post("/sites/{site}/maintenance")
+async def site_maintenance(
+    request: Request, principal: Operator, site: str, body: MaintenanceBody
+) -> dict[str, Any]:
+    """Put a room in maintenance (its alarms, current and future, go out of service: recorded, not
+    announced) or end it (alarms still present are announced again). Survives restarts."""
+    if site not in request.app.state.services.live.sites:
+        raise ApiError(404, "site_not_found", f"no pump room {site!r}")
+    try:
+        return await _service(request).set_maintenance(site, body.active, _user(principal), body.reason)
+    except StoreError as exc:
+        raise ApiError(503, "store_unavailable", str(exc)) from None

@@ -9,6 +9,7 @@ Why it looks like this:
   rows and back is the alarm area's job (``alarms.journal``), so the store does not depend on it.
 - **Idempotent upsert of instances**: ``raised_ms`` is set by the first row of an instance and never
   changed; an acknowledgement is kept once made (a later row without one does not erase it).
+- Rooms in maintenance (their alarms out of service) are kept here too, so a restart keeps them there.
 - Same engine, thread and error translation as ``RelationalStore`` (it runs through ``store.run``).
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     func,
     select,
     update,
@@ -34,7 +36,7 @@ from sqlalchemy import (
 
 from tapline.store.relational import RelationalStore, metadata
 
-__all__ = ["AlarmJournalStore", "alarm_events", "alarms"]
+__all__ = ["AlarmJournalStore", "alarm_events", "alarms", "site_maintenance"]
 
 Row = Mapping[str, Any]
 
@@ -93,6 +95,15 @@ alarms = Table(
 )
 Index("alarms_raised", alarms.c.raised_ms)
 Index("alarms_site", alarms.c.site, alarms.c.raised_ms)
+
+site_maintenance = Table(
+    "site_maintenance",
+    metadata,
+    Column("site", String(64), primary_key=True),
+    Column("since_ms", BigInteger, nullable=False),
+    Column("by", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+)
 
 _EVENT_COLUMNS = tuple(c.name for c in alarm_events.c if c.name != "id")
 _ALARM_COLUMNS = tuple(c.name for c in alarms.c)
@@ -244,3 +255,28 @@ class AlarmJournalStore:
             return ids
 
         return await self._store.run("close_orphan_alarms", work)
+
+    async def maintenance(self) -> list[dict[str, Any]]:
+        """Rooms in maintenance: site, since_ms, by, reason."""
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            query = select(site_maintenance).order_by(site_maintenance.c.site)
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+        return await self._store.run("site_maintenance", work)
+
+    async def set_maintenance(self, site: str, since_ms: int, by: str, reason: str) -> None:
+        store = self._store
+
+        def work(conn: Connection) -> None:
+            values = {"site": site, "since_ms": since_ms, "by": by[:64], "reason": reason}
+            stmt = store.insert(conn, site_maintenance).values(values)
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["site"]))
+
+        await store.run("set_site_maintenance", work)
+
+    async def clear_maintenance(self, site: str) -> None:
+        def work(conn: Connection) -> None:
+            conn.execute(delete(site_maintenance).where(site_maintenance.c.site == site))
+
+        await self._store.run("clear_site_maintenance", work)

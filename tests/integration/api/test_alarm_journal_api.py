@@ -253,3 +253,43 @@ async def test_live_push_streams_engine_and_operator_transitions(tmp_path: Path)
         finally:
             server.should_exit = True
             await serving
+
+
+async def test_a_room_in_maintenance_stays_there_across_a_restart(url: str) -> None:
+    district = f"maint-{uuid.uuid4().hex[:8]}"
+    site = f"PR-M{uuid.uuid4().hex[:6]}"
+    async with cloud_on(url, district=district) as cloud, client(cloud) as http:
+        cloud.services.live.register(site, district, "维修中泵房")
+        operator = await token(http, "operator")
+        path = f"/api/v1/sites/{site}/maintenance"
+        unknown = await http.post(
+            "/api/v1/sites/PR-NOPE/maintenance", json={"active": True, "reason": "x"}, headers=operator
+        )
+        assert unknown.status_code == 404
+        no_reason = await http.post(path, json={"active": True}, headers=operator)
+        assert no_reason.status_code == 422
+        viewer = await token(http, "viewer")
+        assert (
+            await http.post(path, json={"active": True, "reason": "x"}, headers=viewer)
+        ).status_code == 403
+        started = await http.post(path, json={"active": True, "reason": "tank cleaning"}, headers=operator)
+        assert started.status_code == 200
+        assert started.json()["maintenance"] is True
+    async with cloud_on(url, district=district) as cloud, client(cloud) as http:  # a new process
+        service: AlarmService = cloud.services.extras["alarm_service"]
+        assert await service.restore_maintenance() >= 1
+        cloud.services.live.register(site, district, "维修中泵房")
+        summary = (await http.get(f"/api/v1/sites/{site}", headers=await token(http, "viewer"))).json()
+        assert summary["maintenance"] is True
+        readings = [Reading(p, T0, v) for p, v in {**HEALTHY, "vfd2/Fault": True}.items()]
+        cloud.feed.data(site, district, readings, T0)
+        [alarm] = cloud.engine.alarms(site, "suppressed")
+        assert alarm.phase.value == "out_of_service"
+        assert cloud.engine.active(site) == []
+        ended = await http.post(
+            f"/api/v1/sites/{site}/maintenance",
+            json={"active": False, "reason": "cleaned"},
+            headers=await token(http, "operator"),
+        )
+        assert [t["to"] for t in ended.json()["transitions"]] == ["unacked_active"]
+        assert cloud.engine.active(site)[0].id == alarm.id

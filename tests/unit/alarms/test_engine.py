@@ -346,8 +346,22 @@ def test_a_room_in_maintenance_keeps_its_alarms_out_of_service() -> None:
         ("drive_fault", "return_to_service", "unacked_active"),  # vfd1 still faulted: shown again
         ("drive_fault", "return_to_service", "normal"),  # vfd2 came and went during the maintenance
     ]
-    with pytest.raises(KeyError):
-        engine.remove_from_service("PR-9999", "wang", T0, "unknown room")
+    assert not engine.in_maintenance(SITE)
+
+
+def test_a_room_put_in_maintenance_before_it_reports_starts_out_of_service() -> None:
+    """Maintenance is restored at start-up, before any room has reported to the new engine."""
+    engine = AlarmEngine(STEADY)
+    assert engine.remove_from_service("PR-0009", "wang", T0, "tank cleaning") == []
+    assert engine.in_maintenance("PR-0009")
+    room = Room(engine, site="PR-0009")
+    room.healthy()
+    room.send(T0 + S, {"vfd1/Fault": True})
+    assert announced(room.events) == []
+    [alarm] = engine.alarms("PR-0009", "suppressed")
+    assert alarm.phase is Phase.OUT_OF_SERVICE
+    back = engine.return_to_service("PR-0009", "wang", T0 + 2 * S, "cleaned")
+    assert steps(back) == [("drive_fault", "return_to_service", "unacked_active")]
 
 
 def test_listing_filters_and_counts() -> None:

@@ -1,4 +1,5 @@
-"""Alarm journal (one row per transition), alarm instances (their latest state), users.
+"""Alarm journal (one row per transition), alarm instances (their latest state), rooms in
+maintenance (their alarms out of service), users.
 
 Revision ID: 0002
 Revises: 0001
@@ -71,6 +72,13 @@ def upgrade() -> None:
     op.create_index("alarms_raised", "alarms", ["raised_ms"])
     op.create_index("alarms_site", "alarms", ["site", "raised_ms"])
     op.create_table(
+        "site_maintenance",
+        sa.Column("site", sa.String(64), primary_key=True),
+        sa.Column("since_ms", sa.BigInteger, nullable=False),
+        sa.Column("by", sa.String(64), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+    )
+    op.create_table(
         "users",
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("role", sa.String(16), nullable=False),
@@ -84,5 +92,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("users", "alarms", "alarm_events"):
+    for table in ("users", "site_maintenance", "alarms", "alarm_events"):
         op.drop_table(table)
