@@ -62,6 +62,16 @@ def mqtt_url() -> str:
     return MQTT_URL
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A store URL, once a fresh SQLite file and once the session's PostgreSQL database (shared by the
+    tests of a session: give rows unique names)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'tapline.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
 @pytest.fixture
 def unique_group() -> str:
     """A Sparkplug group id no other test (or test run) uses."""

@@ -4,92 +4,51 @@ alarms arriving by live push, an operator logging in and acknowledging, the hist
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from tapline.accounts import Accounts
-from tapline.alarms.correlate import Correlator
-from tapline.alarms.engine import AlarmEngine
-from tapline.alarms.hub import AlarmHub
-from tapline.alarms.journal import JournalWriter
-from tapline.alarms.service import AlarmService
+from tapline.alarms.service import wall_ms
 from tapline.api.app import create_app
 from tapline.bootstrap import demo_users
-from tapline.domain.model import Reading, Value
-from tapline.ingest.alarm_feed import AlarmFeed
-from tapline.ingest.live import LiveState
-from tapline.services import Services
-from tapline.store.alarm_journal import AlarmJournalStore
-from tapline.store.relational import RelationalStore
-from tapline.store.telemetry import open_telemetry_store
-from tests.helpers import eventually, free_port, service_missing
-from tests.unit.alarms.kit import HEALTHY, STEADY
+from tests.helpers import service_missing
+from tests.integration.api.alarm_kit import Cloud, cloud_on, serving
+from tests.unit.alarms.kit import HEALTHY
 
-SITE, DISTRICT = "PR-0001", "jianghan"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
-async def console(tmp_path: Path) -> AsyncIterator[tuple[str, AlarmFeed, JournalWriter]]:
-    """A cloud API with the alarm engine, journal and live push on SQLite, served by uvicorn."""
-    url = f"sqlite:///{tmp_path / 'console.db'}"
-    telemetry = open_telemetry_store(url)
-    await telemetry.open()
-    relational = RelationalStore(url)
-    await relational.open()
-    live = LiveState()
-    live.register(SITE, DISTRICT, "江汉花园1号泵房")
-    correlator = Correlator()
-    engine = AlarmEngine(STEADY, grouping=correlator)
-    hub = AlarmHub()
-    journal = AlarmJournalStore(relational)
-    writer = JournalWriter(journal, interval_s=0.1)
-    hub.add_sink(writer.take)
-    services = Services(live, telemetry)
-    users = demo_users("demo")
-    services.extras.update(
-        alarms=engine,
-        incidents=correlator,
-        alarm_hub=hub,
-        alarm_service=AlarmService(engine, correlator, hub=hub, journal=journal),
-        accounts=Accounts(users, None),
-    )
-    app = create_app(services, users, public_read=True)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    tasks = [asyncio.create_task(server.serve()), asyncio.create_task(writer.run())]
-
-    async def started() -> bool:
-        return server.started
-
-    await eventually(started, timeout=10, what="the console server")
-    try:
-        yield f"http://127.0.0.1:{port}/", AlarmFeed(engine, hub), writer
-    finally:
-        server.should_exit = True
-        tasks[1].cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await relational.close()
-        await telemetry.close()
-
-
-def send(feed: AlarmFeed, at: int, values: dict[str, Value]) -> None:
-    feed.data(SITE, DISTRICT, [Reading(p, at, v) for p, v in values.items()], at)
+async def console(tmp_path: Path) -> AsyncIterator[tuple[str, Cloud]]:
+    """The cloud's alarm side on SQLite, its journal writer running, served by uvicorn."""
+    async with cloud_on(
+        f"sqlite:///{tmp_path / 'console.db'}", clock=wall_ms, journal_interval_s=0.1
+    ) as cloud:
+        users = demo_users("demo")
+        cloud.services.extras["accounts"] = Accounts(users, None)
+        writing = asyncio.create_task(cloud.writer.run())
+        try:
+            async with serving(create_app(cloud.services, users, public_read=True)) as base:
+                yield base + "/", cloud
+        finally:
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
 
 
 async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_history(
-    console: tuple[str, AlarmFeed, JournalWriter],
+    console: tuple[str, Cloud],
 ) -> None:
     if CHROMIUM is None:
         service_missing("Chromium is not installed (apt install chromium fonts-noto-cjk)")
     from playwright.async_api import async_playwright, expect
 
-    base, feed, _ = console
+    base, cloud = console
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = await browser.new_page(locale="zh-CN")
@@ -99,8 +58,8 @@ async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_hist
             await expect(page.locator("#live")).to_have_text("实时推送")  # the SSE stream is open
             await page.click("nav button[data-tab=alarms]")
             now = time.time_ns() // 1_000_000 - 5_000  # the history lists the last 24 h of the wall clock
-            send(feed, now, HEALTHY)
-            send(feed, now + 1_000, {"vfd2/Fault": True})
+            cloud.send(now, HEALTHY)
+            cloud.send(now + 1_000, {"vfd2/Fault": True})
             row = page.locator("#alarms tbody tr").first
             await expect(row).to_contain_text("变频器故障", timeout=5_000)
             await expect(row).to_contain_text("未确认")

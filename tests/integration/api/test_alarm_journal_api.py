@@ -4,95 +4,31 @@ alarm-system KPIs, a restart, and the live push (SSE) through a real HTTP server
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
-from tapline.alarms.correlate import Correlator
-from tapline.alarms.engine import AlarmEngine
-from tapline.alarms.hub import AlarmHub
-from tapline.alarms.journal import JournalWriter
 from tapline.alarms.service import AlarmService
 from tapline.api.app import create_app
 from tapline.bootstrap import demo_users
-from tapline.domain.model import Reading, Value
-from tapline.ingest.alarm_feed import AlarmFeed
-from tapline.ingest.live import LiveState
-from tapline.services import Services
+from tapline.domain.model import Reading
 from tapline.store.alarm_journal import AlarmJournalStore
-from tapline.store.relational import RelationalStore
-from tapline.store.telemetry import open_telemetry_store
-from tests.helpers import eventually, free_port
-from tests.unit.alarms.kit import HEALTHY, STEADY, T0, S
+from tests.helpers import eventually
+from tests.integration.api.alarm_kit import SITE, Cloud, cloud_on, serving
+from tests.unit.alarms.kit import HEALTHY, T0, S
 
-SITE, DISTRICT = "PR-0001", "jianghan"
 USERS = demo_users("demo")
 _TOKENS: dict[str, str] = {}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tapline.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
-
-
-@dataclass
-class Cloud:
-    """The alarm side of the cloud as ``bootstrap.build_cloud`` wires it, on a real store."""
-
-    url: str
-    relational: RelationalStore
-    engine: AlarmEngine
-    hub: AlarmHub
-    feed: AlarmFeed
-    writer: JournalWriter
-    services: Services
-    district: str = DISTRICT
-    now: int = T0
-
-    def send(self, at: int, values: dict[str, Value]) -> None:
-        self.now = at
-        self.feed.data(SITE, self.district, [Reading(p, at, v) for p, v in values.items()], at)
-
-
-@contextlib.asynccontextmanager
-async def cloud_on(url: str, prefix: str = "AL", district: str = DISTRICT) -> AsyncIterator[Cloud]:
-    """(PostgreSQL tests share one database per session: give each test its own district.)"""
-    telemetry = open_telemetry_store(url)
-    await telemetry.open()
-    relational = RelationalStore(url)
-    await relational.open()
-    live = LiveState()
-    live.register(SITE, DISTRICT, "江汉花园1号泵房")
-    correlator = Correlator()
-    engine = AlarmEngine(STEADY, grouping=correlator, id_prefix=prefix)
-    hub = AlarmHub()
-    journal = AlarmJournalStore(relational)
-    writer = JournalWriter(journal)
-    hub.add_sink(writer.take)
-    services = Services(live, telemetry)
-    cloud = Cloud(url, relational, engine, hub, AlarmFeed(engine, hub), writer, services, district)
-    services.extras.update(
-        alarms=engine,
-        incidents=correlator,
-        alarm_hub=hub,
-        alarm_service=AlarmService(engine, correlator, lambda: cloud.now, hub=hub, journal=journal),
-    )
-    try:
-        yield cloud
-    finally:
-        await relational.close()
-        await telemetry.close()
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 async def token(http: httpx.AsyncClient, user: str) -> dict[str, str]:
@@ -220,39 +156,30 @@ async def test_live_push_streams_engine_and_operator_transitions(tmp_path: Path)
     async with cloud_on(f"sqlite:///{tmp_path / 'push.db'}") as cloud:
         app = create_app(cloud.services, USERS)
         app.state.stream_keepalive_s = 0.2
-        port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        serving = asyncio.create_task(server.serve())
-        try:
-            await until(lambda: server.started, "the server to start")
-            base = f"http://127.0.0.1:{port}"
-            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-                refused = await http.get("/api/v1/stream")
-                assert refused.status_code == 401
-                viewer = (await token(http, "viewer"))["Authorization"].split()[1]
-                async with http.stream("GET", "/api/v1/stream", params={"access_token": viewer}) as sse:
-                    assert sse.status_code == 200
-                    assert sse.headers["content-type"].startswith("text/event-stream")
-                    await until(lambda: cloud.hub.listeners == 1, "the stream to listen")
-                    cloud.send(T0, HEALTHY)
-                    cloud.send(T0 + S, {"vfd2/Fault": True})
-                    [alarm] = cloud.engine.active(SITE)
-                    acked = await http.post(
-                        f"/api/v1/alarms/{alarm.id}/ack", headers=await token(http, "operator")
-                    )
-                    assert acked.status_code == 200
-                    frames = await asyncio.wait_for(_frames(sse, 2), 10)
-                assert [name for name, _ in frames] == ["alarm", "alarm"]
-                (_, raised), (_, ack) = frames
-                assert raised["alarm_id"] == alarm.id
-                assert raised["rule"] == "drive_fault"
-                assert raised["state"] == "unacked_active"
-                assert raised["message"]["zh"]
-                assert (ack["event"], ack["by"], ack["state"]) == ("ack", "operator", "acked_active")
+        async with serving(app) as base, httpx.AsyncClient(base_url=base, timeout=10) as http:
+            refused = await http.get("/api/v1/stream")
+            assert refused.status_code == 401
+            viewer = (await token(http, "viewer"))["Authorization"].split()[1]
+            async with http.stream("GET", "/api/v1/stream", params={"access_token": viewer}) as sse:
+                assert sse.status_code == 200
+                assert sse.headers["content-type"].startswith("text/event-stream")
+                await until(lambda: cloud.hub.listeners == 1, "the stream to listen")
+                cloud.send(T0, HEALTHY)
+                cloud.send(T0 + S, {"vfd2/Fault": True})
+                [alarm] = cloud.engine.active(SITE)
+                acked = await http.post(
+                    f"/api/v1/alarms/{alarm.id}/ack", headers=await token(http, "operator")
+                )
+                assert acked.status_code == 200
+                frames = await asyncio.wait_for(_frames(sse, 2), 10)
+            assert [name for name, _ in frames] == ["alarm", "alarm"]
+            (_, raised), (_, ack) = frames
+            assert raised["alarm_id"] == alarm.id
+            assert raised["rule"] == "drive_fault"
+            assert raised["state"] == "unacked_active"
+            assert raised["message"]["zh"]
+            assert (ack["event"], ack["by"], ack["state"]) == ("ack", "operator", "acked_active")
             await until(lambda: cloud.hub.listeners == 0, "the closed stream to let go of its listener")
-        finally:
-            server.should_exit = True
-            await serving
 
 
 async def test_a_room_in_maintenance_stays_there_across_a_restart(url: str) -> None:

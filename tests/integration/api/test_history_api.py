@@ -25,12 +25,9 @@ T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 POINT = "plc/OutletPressure"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.db'}"
-    url: str = request.getfixturevalue("pg_url")
-    return url
+@pytest.fixture
+def store_url(db_url: str) -> str:
+    return db_url
 
 
 @dataclass

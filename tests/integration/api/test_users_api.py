@@ -24,12 +24,9 @@ from tapline.store.users import UserStore
 SECRET = secrets.token_bytes(32)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tapline.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 @contextlib.asynccontextmanager

@@ -25,12 +25,9 @@ from tapline.store.relational import (
 from tapline.store.telemetry import open_telemetry_store
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'tapline.db'}"
-    pg: str = request.getfixturevalue("pg_url")
-    return pg
+@pytest.fixture
+def url(db_url: str) -> str:
+    return db_url
 
 
 def unique(prefix: str) -> str:
