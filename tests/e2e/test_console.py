@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -83,5 +84,10 @@ async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_hist
             await expect(page.locator("header h1")).to_have_text("Pump-room monitoring")
             await page.click("nav button[data-tab=health]")
             await expect(page.locator("#kpi-cards")).to_contain_text("Alarms / 10 min / operator")
+
+            alarm_id = cloud.engine.alarms(None, "all")[0].id  # a notification's link opens the alarm
+            await page.goto(f"{base}#/alarms/{alarm_id}")
+            await expect(page.locator("nav button[data-tab=alarms]")).to_have_class(re.compile("active"))
+            await expect(page.locator(f'#alarms tr[data-alarm="{alarm_id}"]')).to_be_visible()
         finally:
             await browser.close()
