@@ -100,6 +100,15 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     ingest.add_argument("--no-references", action="store_true", help="skip the reference measurements")
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     _bench_query_edge_parsers(commands)
+    flood = commands.add_parser("flood", help="the alarm path while every room raises alarms at once")
+    flood.add_argument("--db", required=True, help="a store, e.g. sqlite:////tmp/bench-flood.db")
+    flood.add_argument("--rooms", type=int, default=5000)
+    flood.add_argument("--districts", type=int, default=8)
+    flood.add_argument("--window", type=float, default=10.0, help="every room's faults start within (s)")
+    flood.add_argument("--hold", type=float, default=40.0, help="seconds from the flood to the recovery")
+    flood.add_argument("--consoles", type=int, default=2, help="live-push clients (SSE)")
+    flood.add_argument("--notify", type=Path, default=None, help="a notification config to run as well")
+    flood.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     faults = commands.add_parser(
         "faults",
         help="fault localisation score against the simulator's ground truth (options: --help after faults)",
@@ -142,6 +151,26 @@ async def _bench_query_edge(args: argparse.Namespace) -> None:
         result = await run_edge_bench(
             EdgeBench(duration_s=args.duration, warmup_s=args.warmup, broker=args.broker)
         )
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+
+
+async def _bench_flood(args: argparse.Namespace) -> None:
+    from tapline.bench.flood import FloodBench, run_flood_bench
+
+    result = await run_flood_bench(
+        FloodBench(
+            db=args.db,
+            rooms=args.rooms,
+            districts=args.districts,
+            window_s=args.window,
+            hold_s=args.hold,
+            consoles=args.consoles,
+            notify=args.notify,
+        )
+    )
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
     if args.json is not None:
@@ -329,6 +358,8 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return _bench_ingest(args)
     if args.command == "bench" and args.bench_command in ("query", "edge"):
         return _bench_query_edge(args)
+    if args.command == "bench" and args.bench_command == "flood":
+        return _bench_flood(args)
     if args.command == "edge":  # a gateway imports nothing of the cloud side (memory budget)
         from tapline.edge.entry import run_edge
 

@@ -168,6 +168,12 @@ class JournalWriter:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def oldest_pending_at(self) -> int | None:
+        """When the oldest event still waiting for the database happened (ms), None if none waits:
+        how far the persisted journal lags behind the alarms."""
+        return self._pending[0].at if self._pending else None
+
     def take(self, event: AlarmEvent) -> None:
         if len(self._pending) >= self._max_pending:
             self._pending.popleft()
