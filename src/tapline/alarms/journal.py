@@ -3,7 +3,8 @@
 Rules:
 - The writer is a hub sink (``take``): it only queues, so the alarm path never waits for the database.
   ``run`` writes what is queued every ``interval_s`` in one transaction per batch (journal rows plus
-  the instance rows they change, ``store.alarm_journal``).
+  the instance rows they change, ``store.alarm_journal``). A batch being written when the writer is
+  cancelled (shutdown) is finished first: journal rows are not idempotent, so it must be written once.
 - Nothing is dropped because the database is down: ``StoreUnavailable`` keeps the batch and retries
   with a capped backoff. The queue is bounded (``max_pending``); beyond it the oldest events are
   dropped, counted and logged — memory must stay bounded when the database is gone for hours.
@@ -19,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -216,12 +218,26 @@ class JournalWriter:
         written = 0
         while self._pending:
             batch = [self._pending[i] for i in range(min(self._batch, len(self._pending)))]
-            await self._write(batch)
-            for _ in batch:
-                self._pending.popleft()
+            writing = asyncio.ensure_future(self._write(batch))
+            try:
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # The transaction runs on the store's thread and may commit anyway: let it finish, so
+                # the batch is neither lost nor written twice by the next flush (the journal is not
+                # idempotent), then stop.
+                with contextlib.suppress(Exception):
+                    await writing
+                if writing.done() and not writing.cancelled() and writing.exception() is None:
+                    self._done(batch)
+                raise
+            self._done(batch)
             written += len(batch)
-        self.written += written
         return written
+
+    def _done(self, batch: list[AlarmEvent]) -> None:
+        for _ in batch:
+            self._pending.popleft()
+        self.written += len(batch)
 
     async def _write(self, batch: list[AlarmEvent]) -> None:
         live = {key: dict(value) for key, value in self._live.items()}

@@ -125,15 +125,23 @@ class AlarmJournalStore:
         def work(conn: Connection) -> None:
             if events:
                 conn.execute(alarm_events.insert(), [{k: e[k] for k in _EVENT_COLUMNS} for e in events])
-            for row in instances:
-                stmt = store.insert(conn, alarms).values({k: row[k] for k in _ALARM_COLUMNS})
+            if instances:
+                # One statement per instance, latest last: a batch may change one alarm several times,
+                # and one multi-row upsert may not touch the same row twice (PostgreSQL refuses it).
+                latest = {row["id"]: row for row in instances}
+                stmt = store.insert(conn, alarms)
                 excluded = stmt.excluded
                 updates: dict[str, Any] = {
                     name: excluded[name] for name in _ALARM_COLUMNS if name not in _KEEP_ON_UPDATE
                 }
                 updates["acked_ms"] = func.coalesce(excluded.acked_ms, alarms.c.acked_ms)
                 updates["acked_by"] = func.coalesce(excluded.acked_by, alarms.c.acked_by)
-                conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=updates))
+                # raised_ms is kept from the first row; a later row of the same batch carries the
+                # instance facts accumulated by the writer, so the last row per id is complete.
+                conn.execute(
+                    stmt.on_conflict_do_update(index_elements=["id"], set_=updates),
+                    [{k: row[k] for k in _ALARM_COLUMNS} for row in latest.values()],
+                )
 
         await store.run("append_alarm_journal", work)
 

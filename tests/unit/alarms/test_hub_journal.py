@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -137,3 +138,36 @@ def test_the_queue_is_bounded_and_drops_the_oldest() -> None:
         writer.take(event)
     assert writer.pending == 2
     assert writer.dropped == 1
+
+
+class SlowJournal(FlakyJournal):
+    """An append that takes a while (a transaction on the store's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+
+    async def append(
+        self, events: Sequence[Mapping[str, Any]], instances: Sequence[Mapping[str, Any]]
+    ) -> None:
+        self.entered.set()
+        await asyncio.sleep(0.05)
+        await super().append(events, instances)
+
+
+async def test_a_cancelled_flush_finishes_its_batch_once() -> None:
+    store = SlowJournal()
+    writer = JournalWriter(store)
+    _, events = fault_lifecycle()
+    for event in events:
+        writer.take(event)
+    flushing = asyncio.create_task(writer.flush())
+    await store.entered.wait()
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert [row["event"] for row in store.events] == ["activate", "ack", "clear"]
+    assert writer.pending == 0
+    assert writer.written == 3
+    assert await writer.flush() == 0
+    assert len(store.events) == 3
