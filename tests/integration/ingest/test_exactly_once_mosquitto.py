@@ -17,6 +17,7 @@ from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
 from tapline.store.telemetry import SeriesKey, TelemetryStore
 from tests.helpers import eventually
+from tests.integration.ingest.stores import NeverWrites
 from tests.link_proxy import LinkProxy
 from tests.unit.ingest.kit import EdgeDouble
 
@@ -120,7 +121,7 @@ async def test_ingest_killed_between_receive_and_write_then_restarted_loses_and_
                 lambda: _committed(first, unique_group, node), timeout=10, what="a committed mark"
             )
             first.service.settings = _no_writes(options)  # from now on it receives but never writes
-            first.service.writer.store = _Refusing(first.store)  # type: ignore[assignment]
+            first.service.writer.store = NeverWrites(first.store)  # type: ignore[assignment]
             received = first.service.counters.readings
             await eventually(lambda: _received(first, received + 50), timeout=10, what="values received")
             pending = first.service.writer.pending_values
@@ -185,20 +186,6 @@ async def test_duplicate_delivery_through_the_broker_stores_one_row(
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-class _Refusing:
-    """A store that never finishes a write: the host receives but cannot commit (then is killed)."""
-
-    def __init__(self, store: TelemetryStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    async def write(self, samples: object) -> int:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
 
 
 def _no_writes(options: IngestSettings) -> IngestSettings:

@@ -23,7 +23,7 @@ from tapline.store.telemetry import SeriesKey
 from tests.helpers import eventually
 
 from .broker_kit import RunningHost, running_host
-from .test_exactly_once_mosquitto import _Refusing
+from .stores import NeverWrites
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -69,7 +69,7 @@ async def test_gateway_history_survives_a_host_killed_mid_batch(
     try:
         async with running_host(url, broker, options) as first:
             await eventually(lambda: _stored_some(first), timeout=20, what="first values stored")
-            first.service.writer.store = _Refusing(first.store)  # type: ignore[assignment]
+            first.service.writer.store = NeverWrites(first.store)  # type: ignore[assignment]
             seen = first.service.counters.readings
             await eventually(lambda: _received(first, seen + 20), timeout=20, what="more values received")
         async with running_host(url, broker, options) as second:

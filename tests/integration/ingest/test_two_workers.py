@@ -33,8 +33,8 @@ from tapline.sim.fleet_publish import FleetSettings, run_worker
 from tapline.sim.fleet_record import read_record
 from tapline.sparkplug.codec import decode_payload
 from tapline.sparkplug.topics import MessageType, Topic, parse_state, state_topic
-from tapline.store.telemetry import TelemetryStore
 from tests.helpers import eventually, free_port
+from tests.integration.ingest.stores import NeverWrites
 from tests.observer import Observer
 from tests.unit.ingest.kit import EdgeDouble
 
@@ -115,7 +115,7 @@ async def kill(worker: Worker) -> int:
 
     Returns how many values were pending (received, never written) when it died."""
     ingest = worker.cloud.ingest
-    ingest.writer.store = _NeverWrites(worker.cloud.store)  # type: ignore[assignment]
+    ingest.writer.store = NeverWrites(worker.cloud.store)  # type: ignore[assignment]
     received = ingest.counters.readings
     await eventually(
         lambda: _true(ingest.counters.readings >= received + 200), timeout=10, what="values never written"
@@ -280,20 +280,6 @@ async def test_serve_runs_as_a_worker_of_its_own_host_id_and_districts(
 
 
 # --- helpers ---------------------------------------------------------------------------------------------
-
-
-class _NeverWrites:
-    """A store whose writes never finish: the worker keeps receiving and commits nothing (then dies)."""
-
-    def __init__(self, store: TelemetryStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    async def write(self, samples: object) -> int:
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
 
 
 async def _true(value: bool) -> bool:

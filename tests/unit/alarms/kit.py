@@ -10,37 +10,13 @@ from tapline.alarms.engine import AlarmEngine
 from tapline.alarms.events import AlarmEvent
 from tapline.alarms.model import AlarmState, Event, Phase, Transition
 from tapline.alarms.rules import Template, load_template, parse_template
+from tapline.bench.flood import HEALTHY as HEALTHY  # one healthy room for the tests and the bench
 from tapline.domain.model import Quality, Reading, Value
 
 SITE, DISTRICT = "PR-0001", "jianghan"
 T0 = int(datetime(2025, 6, 2, 10, 0, tzinfo=timezone(timedelta(hours=8))).timestamp() * 1000)
 """10:00 Beijing time: inside the pump room's working hours."""
 S = 1000
-
-HEALTHY: dict[str, Value] = {
-    "plc/InletPressure": 0.22,
-    "plc/OutletPressure": 0.452,
-    "plc/OutletPressureSP": 0.45,
-    "plc/TankLevel": 3.2,
-    "plc/Flow": 31.5,
-    "plc/Mode": 0,
-    **{f"vfd{n}/Running": n < 3 for n in (1, 2, 3)},
-    **{f"vfd{n}/Fault": False for n in (1, 2, 3)},
-    **{f"vfd{n}/Frequency": 41.0 if n < 3 else 0.0 for n in (1, 2, 3)},
-    **{f"vfd{n}/Current": 12.5 if n < 3 else 0.0 for n in (1, 2, 3)},
-    **{f"vfd{n}/FaultCode": 0 for n in (1, 2, 3)},
-    "wq/Chlorine": 0.31,
-    "wq/Turbidity": 0.21,
-    "wq/PH": 7.3,
-    "env/Flood": False,
-    "env/Door": False,
-    "env/Smoke": False,
-    "env/Temperature": 21.0,
-    "env/Humidity": 61.0,
-    "power/Mains": True,
-    "power/UPS": False,
-    "power/Voltage": 381.0,
-}
 
 
 def _steady() -> Template:
