@@ -173,24 +173,19 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET min = EXCLUDED.min, max = EXCLUDED
 _HISTORY_RAW = (
     "SELECT ts, value, quality FROM samples WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
 )
+# One pass over the series' rows, no self-join: "last" is the newest row's value of each bucket, taken by
+# an ordered aggregate (the join to fetch it read every page a second time; docs/benchmarks.md, query).
 _HISTORY_RAW_STEP = """
-SELECT g.b, g.mn, g.mx, g.sm / g.n, s.value, g.n, g.q
-FROM (
-    SELECT ts - ts %% %(step)s::bigint AS b, min(value) AS mn, max(value) AS mx, sum(value) AS sm,
-           count(*) AS n, max(ts) AS last_ts, max(quality) AS q
-    FROM samples WHERE series_id = %(id)s AND ts >= %(start)s AND ts < %(end)s GROUP BY 1
-) g JOIN samples s ON s.series_id = %(id)s AND s.ts = g.last_ts AND s.ts >= %(start)s AND s.ts < %(end)s
-ORDER BY g.b
+SELECT ts - ts %% %(step)s::bigint AS b, min(value), max(value), avg(value),
+       (array_agg(value ORDER BY ts DESC))[1], count(*), max(quality)
+FROM samples WHERE series_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
+GROUP BY 1 ORDER BY 1
 """
 _HISTORY_ROLLUP_STEP = """
-SELECT g.b, g.mn, g.mx, g.sm / g.n, r.last, g.n, g.q
-FROM (
-    SELECT bucket - bucket %% %(step)s::bigint AS b, min(min) AS mn, max(max) AS mx, sum(sum) AS sm,
-           sum(count) AS n, max(bucket) AS last_bucket, max(quality) AS q
-    FROM {table} WHERE series_id = %(id)s AND bucket >= %(start)s AND bucket < %(end)s GROUP BY 1
-) g JOIN {table} r ON r.series_id = %(id)s AND r.bucket = g.last_bucket
-  AND r.bucket >= %(start)s AND r.bucket < %(end)s
-ORDER BY g.b
+SELECT bucket - bucket %% %(step)s::bigint AS b, min(min), max(max), sum(sum) / sum(count),
+       (array_agg(last ORDER BY bucket DESC))[1], sum(count), max(quality)
+FROM {table} WHERE series_id = %(id)s AND bucket >= %(start)s AND bucket < %(end)s
+GROUP BY 1 ORDER BY 1
 """
 _LATEST = """
 SELECT r.id, x.ts, x.value, x.quality FROM series r
