@@ -28,7 +28,8 @@ from tapline.ingest.host import IngestService, IngestSettings, wall_ms
 from tapline.ingest.live import LiveState
 from tapline.ingest.maintenance import Maintenance
 from tapline.logs import get_logger
-from tapline.mqtt import BrokerUrl, run_session
+from tapline.mqtt import BrokerUrl
+from tapline.mqtt_wire import run_wire_session
 from tapline.services import Services
 from tapline.sim.fleet_publish import FleetSettings
 from tapline.sim.fleet_report import FleetReport
@@ -59,7 +60,7 @@ class Cloud:
             if self.maintenance is not None:
                 tasks.create_task(self.maintenance.run(), name="store-maintenance")
             tasks.create_task(
-                run_session(
+                run_wire_session(  # the lean receive path (mqtt_wire: no per-message client objects)
                     self.broker,
                     f"tapline-host-{self.host_id}",
                     on_connect=self.ingest.on_connect,

@@ -13,8 +13,11 @@ subprocess. Figures:
   process: on a shared broker this includes other clients' traffic), ingest (this process), database
   (PostgreSQL backends of the database, or ``in-process`` for SQLite).
 - ``cloud_rss_mb``: this process's peak RSS (``VmHWM``) before the loss accounting starts.
-- ``alarm_p50_ms`` / ``alarm_p99_ms``: null — the fleet does not yet inject limit violations at known
-  times, so there is no honest source → alarm-committed latency to measure (see docs/benchmarks.md).
+- ``alarm_p50_ms`` / ``alarm_p99_ms``: for every alarm event the engine emits from data or time
+  (``AlarmEngine.evaluate`` / ``tick`` in the ingest, not link events), the wall clock when the engine
+  returned it minus the event's ``at`` — the sample timestamp the fleet put on the value that made the
+  alarm due (plus its rule's on-delay, if any). Generator, broker and cloud share this machine's clock.
+  The events are whatever the fleet's physics raises (no injected violations), counted in ``alarm_events``.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapline.alarms.engine import AlarmEngine
+from tapline.alarms.events import AlarmEvent
 from tapline.bench.procstat import cpu_seconds, machine_busy_seconds, pids_named, rss_mb
 from tapline.bootstrap import build_cloud
+from tapline.domain.model import Reading
 from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
 from tapline.sim.fleet_record import read_record
@@ -144,6 +150,37 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class AlarmLatency:
+    """Times the alarm events an ``AlarmEngine`` emits from data and time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+
+    def watch(self, engine: AlarmEngine) -> None:
+        evaluate, tick = engine.evaluate, engine.tick
+
+        def timed_evaluate(
+            site: str, district: str, readings: Iterable[Reading], now_ms: int
+        ) -> list[AlarmEvent]:
+            return self._record(evaluate(site, district, readings, now_ms))
+
+        def timed_tick(now_ms: int) -> list[AlarmEvent]:
+            return self._record(tick(now_ms))
+
+        engine.evaluate = timed_evaluate  # type: ignore[method-assign]
+        engine.tick = timed_tick  # type: ignore[method-assign]
+
+    def _record(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        if events:
+            now_ms = time.time() * 1000.0
+            self.latencies_ms.extend(now_ms - event.at for event in events)
+        return events
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 @dataclass
 class _Progress:
     samples: list[tuple[float, int]] = field(default_factory=list)
@@ -167,6 +204,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     settings = IngestSettings(host_id=f"bench-{run_id}", groups=groups)
     cloud = await build_cloud(bench.db, BrokerUrl.parse(bench.broker), settings.host_id, settings)
     counters = cloud.ingest.counters
+    alarms = AlarmLatency()
+    if cloud.ingest.alarms is not None:
+        alarms.watch(cloud.ingest.alarms.engine)
     db_pids = postgres_backend_pids(bench.db)
     broker_pids = pids_named("mosquitto")[:1]
     progress = _Progress()
@@ -256,9 +296,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "unexpected": loss.unexpected,
         "recorded_keys": loss.recorded,
         "stored_rows": loss.stored,
-        "alarm_p50_ms": None,
-        "alarm_p99_ms": None,
-        "alarm_note": "not measured: the fleet injects no limit violations at known times yet",
+        "alarm_p50_ms": _rounded(percentile(alarms.latencies_ms, 50)),
+        "alarm_p99_ms": _rounded(percentile(alarms.latencies_ms, 99)),
+        "alarm_events": len(alarms.latencies_ms),
         "cloud_rss_mb": None if cloud_rss is None else round(cloud_rss, 1),
         "cpu_s": {
             "generator": round(generator_cpu, 2),

@@ -32,7 +32,7 @@ from tapline.ingest.marks import CommitMarks, ReplayOrder, ReplayUnconfirmed
 from tapline.ingest.metrics import Exposition, IngestCounters
 from tapline.ingest.writer import BatchWriter
 from tapline.logs import get_logger
-from tapline.mqtt import BrokerUnavailable, Connection, Message, WillMessage
+from tapline.mqtt import BrokerUnavailable, Link, Message, WillMessage
 from tapline.sparkplug import host_session as hs
 from tapline.sparkplug import topics
 from tapline.sparkplug.codec import DEFAULT_MAX_PAYLOAD, SpDataType
@@ -106,7 +106,7 @@ class IngestService:
         self.writer = BatchWriter(
             store, relational, self.marks, self.counters, dead_letter_buffer=settings.dead_letter_buffer
         )
-        self.conn: Connection | None = None
+        self.conn: Link | None = None
         self.connected = asyncio.Event()
         self._state_ts = clock_ms()
         self._flush_now = asyncio.Event()
@@ -165,7 +165,7 @@ class IngestService:
             topics.state_topic(self.host_id), topics.state_payload(False, self._state_ts), qos=1, retain=True
         )
 
-    async def on_connect(self, conn: Connection) -> None:
+    async def on_connect(self, conn: Link) -> None:
         self.conn = conn
         await conn.subscribe(topics.state_topic(self.host_id), qos=1)
         namespace = topics.NAMESPACE
@@ -176,7 +176,7 @@ class IngestService:
         )
         self.connected.set()
 
-    async def on_close(self, conn: Connection) -> None:
+    async def on_close(self, conn: Link) -> None:
         """Intentional disconnect: publish STATE offline (same timestamp) before the connection closes."""
         await conn.publish(
             topics.state_topic(self.host_id), topics.state_payload(False, self._state_ts), qos=1, retain=True

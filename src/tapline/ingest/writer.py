@@ -26,7 +26,7 @@ from tapline.ingest.metrics import IngestCounters
 from tapline.logs import get_logger
 from tapline.store.errors import StoreError
 from tapline.store.relational import DeadLetter, DeviceRow, NodeMark, PointRow, RelationalStore, SiteRow
-from tapline.store.telemetry import Sample, SeriesKey, TelemetryStore
+from tapline.store.telemetry import SampleRow, SeriesKey, TelemetryStore
 
 __all__ = ["BatchWriter"]
 
@@ -132,9 +132,11 @@ class BatchWriter:
         self.counters.duplicates += len(samples) - inserted
         return inserted
 
-    def _samples(self, chunks: list[Chunk]) -> list[Sample] | None:
-        """Rows for the store, or None if a series id is not known yet. Strings are not telemetry."""
-        samples: list[Sample] = []
+    def _samples(self, chunks: list[Chunk]) -> list[SampleRow] | None:
+        """Rows for the store, or None if a series id is not known yet. Strings are not telemetry.
+
+        Plain tuples, not ``Sample``: this runs once per value (see ``SampleRow``)."""
+        samples: list[SampleRow] = []
         extend = samples.extend
         series = self._series
         empty: dict[str, int] = {}
@@ -145,7 +147,7 @@ class BatchWriter:
             try:
                 extend(
                     [
-                        Sample(ids[r.point], r.ts, float(r.value), r.quality)
+                        (ids[r.point], r.ts, float(r.value), r.quality)
                         for r in readings
                         if type(r.value) is not str
                     ]

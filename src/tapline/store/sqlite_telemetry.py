@@ -42,6 +42,7 @@ from tapline.store.telemetry import (
     HistoryPoint,
     Resolution,
     Sample,
+    SampleRow,
     SeriesKey,
     StoreLifecycle,
     StoreSettings,
@@ -302,7 +303,7 @@ class SqliteTelemetryStore(StoreLifecycle):
 
     # -- write -----------------------------------------------------------------------------------------
 
-    async def write(self, samples: Sequence[Sample]) -> int:
+    async def write(self, samples: Sequence[SampleRow]) -> int:
         if not samples:
             return 0
         oldest = min(map(itemgetter(1), samples))
