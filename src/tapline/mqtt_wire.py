@@ -20,8 +20,10 @@ Rules (MQTT 3.1.1, OASIS standard; section numbers in the code):
 - A lost connection ends ``messages()`` with ``BrokerUnavailable``; reconnecting is ``run_wire_session``'s
   job (capped, jittered exponential backoff, the Will built afresh per connection, ``on_close`` on an
   intentional stop) — the same contract as ``mqtt.run_session``.
-- Backpressure: when more than ``max_queued_batches`` reads wait for the consumer, reading stops
-  (``pause_reading``) until it catches up, so memory stays bounded and TCP pushes back on the broker.
+- Fairness and backpressure: a batch holds at most ``batch_size`` messages and the consumer yields to
+  the event loop between batches (the ingest's writer and timers run in between); when more than
+  ``max_queued_batches`` batches wait, reading stops (``pause_reading``) until the consumer catches up,
+  so memory stays bounded and TCP pushes back on the broker.
 """
 
 from __future__ import annotations
@@ -142,12 +144,14 @@ class WireClient:
         will: WillMessage | None = None,
         keepalive_s: int = 15,
         max_queued_batches: int = 64,
+        batch_size: int = 200,
     ) -> None:
         self.url = url
         self.client_id = client_id
         self.will = will
         self.keepalive_s = keepalive_s
         self.max_queued_batches = max_queued_batches
+        self.batch_size = batch_size
         self._transport: asyncio.Transport | None = None
         self._batches: deque[list[Message]] = deque()
         self._wakeup: asyncio.Event = asyncio.Event()
@@ -229,7 +233,8 @@ class WireClient:
 
     # --- receiving ------------------------------------------------------------------------------
     async def batches(self) -> AsyncIterator[list[Message]]:
-        """Inbound messages, one list per socket read, until the connection is lost (then raises)."""
+        """Inbound messages in arrival order, in lists of at most ``batch_size``, until the connection
+        is lost (then ``BrokerUnavailable``)."""
         batches, wakeup = self._batches, self._wakeup
         while True:
             while batches:
@@ -238,6 +243,7 @@ class WireClient:
                     self._paused = False
                     self._transport.resume_reading()
                 yield batch
+                await asyncio.sleep(0)  # let the writer, timers and other tasks run between batches
             if self._lost is not None:
                 raise BrokerUnavailable(self._lost)
             wakeup.clear()
@@ -286,7 +292,11 @@ class WireClient:
 
     def _queue(self, batch: list[Message], used: int) -> int:
         if batch:
-            self._batches.append(batch)
+            size = self.batch_size
+            if len(batch) <= size:
+                self._batches.append(batch)
+            else:  # one socket read (up to 256 KiB) can hold a thousand messages: keep turns short
+                self._batches.extend(batch[start : start + size] for start in range(0, len(batch), size))
             self._wakeup.set()
             if len(self._batches) > self.max_queued_batches and not self._paused and self._transport:
                 self._paused = True

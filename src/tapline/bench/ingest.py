@@ -12,6 +12,8 @@ subprocess. Figures:
 - ``cpu_s``: generator (rusage of the reaped subprocess tree), broker (``/proc`` of the mosquitto
   process: on a shared broker this includes other clients' traffic), ingest (this process), database
   (PostgreSQL backends of the database, or ``in-process`` for SQLite).
+- ``ingest_us_per_value``: ingest CPU over the whole run per value received (births included);
+  ``ingest_steady_us_per_value``: the same over the steady window only (what a value costs).
 - ``cloud_rss_mb``: this process's peak RSS (``VmHWM``) before the loss accounting starts.
 - ``alarm_p50_ms`` / ``alarm_p99_ms``: for every alarm event the engine emits from data or time
   (``AlarmEngine.evaluate`` / ``tick`` in the ingest, not link events), the wall clock when the engine
@@ -184,6 +186,15 @@ def _rounded(value: float | None) -> float | None:
 @dataclass
 class _Progress:
     samples: list[tuple[float, int]] = field(default_factory=list)
+    received: list[tuple[float, int, float]] = field(default_factory=list)
+    """(time, values received, ingest process CPU seconds) while the generator runs."""
+
+    def steady_cpu_us_per_value(self, warm: float) -> float | None:
+        """Ingest CPU per value received from ``warm`` to the generator's exit (births excluded)."""
+        window = [entry for entry in self.received if entry[0] >= warm]
+        if len(window) < 2 or window[-1][1] <= window[0][1]:
+            return None
+        return (window[-1][2] - window[0][2]) / (window[-1][1] - window[0][1]) * 1e6
 
     def at(self, when: float) -> int:
         """Stored count at the last sample taken at or before ``when``."""
@@ -235,6 +246,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         waiter = asyncio.create_task(generator.wait())
         while not waiter.done():
             progress.samples.append((time.monotonic(), counters.stored + counters.duplicates))
+            progress.received.append((time.monotonic(), counters.readings, _self_cpu()))
             await asyncio.wait({waiter}, timeout=0.5)
         ended = time.monotonic()
         if generator.returncode != 0:
@@ -310,7 +322,10 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "other_cpu_s": round(
             cpu_machine - generator_cpu - cpu_ingest - cpu_broker - (cpu_db if db_pids else 0.0), 2
         ),
+        "ingest_us_per_value": round(cpu_ingest / max(counters.readings, 1) * 1e6, 2),
+        "ingest_steady_us_per_value": _rounded(progress.steady_cpu_us_per_value(warm)),
         "ingest_counters": {
+            "rejected_by_code": dict(counters.rejected_by_code),
             "messages": counters.messages,
             "readings": counters.readings,
             "rejected": counters.rejected,
