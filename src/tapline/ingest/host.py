@@ -354,9 +354,12 @@ class IngestService:
 
     # --- storage --------------------------------------------------------------------------------------
 
-    async def flush(self) -> int:
-        """Write everything pending; on a failing store keep it and raise ``StoreError``."""
-        inserted = await self.writer.flush()
+    async def flush(self, *, background: bool = False) -> int:
+        """Write everything pending; on a failing store keep it and raise ``StoreError``.
+
+        ``background`` (the writer loop): relational side effects are written by a task of their own
+        (``BatchWriter.flush``)."""
+        inserted = await self.writer.flush(background=background)
         if self._shedding and self.writer.pending_values < self.settings.max_pending_values // 2:
             self._shedding = False
             now = self.clock_ms()
@@ -379,7 +382,7 @@ class IngestService:
             self._flush_now.clear()
             await self.tick()
             try:
-                await self.flush()
+                await self.flush(background=True)
                 delay = 0.5
             except StoreError as exc:
                 log.warning(

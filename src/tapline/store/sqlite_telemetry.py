@@ -222,6 +222,8 @@ def _insert_rows(count: int) -> str:
 class SqliteTelemetryStore(StoreLifecycle):
     """``TelemetryStore`` on one SQLite file (``:memory:`` for a throwaway database)."""
 
+    single_writer = True
+
     def __init__(self, path: str, settings: StoreSettings | None = None) -> None:
         self._path = path
         self._settings = settings or StoreSettings()

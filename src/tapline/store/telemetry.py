@@ -26,7 +26,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import NamedTuple, Protocol, Self
+from typing import ClassVar, NamedTuple, Protocol, Self
 
 from tapline.store.errors import StoreConfigurationError
 
@@ -207,6 +207,10 @@ class TelemetryStore(Protocol):
 
 class StoreLifecycle:
     """``async with store:`` opens and closes it; shared by the backends."""
+
+    single_writer: ClassVar[bool] = False
+    """True when this store and the relational tables share one database writer (SQLite's file lock):
+    a relational write then must not run beside a telemetry write, or one waits out the other's lock."""
 
     async def open(self) -> None:
         raise NotImplementedError
