@@ -124,11 +124,11 @@ def test_mutated_bytes_never_decode_differently(payload: Payload, data: st.DataO
         general = decode_payload(bytes(raw))
     except PayloadError as exc:
         raise AssertionError(f"fast path accepted bytes the general decoder rejects: {raw.hex()}") from exc
-    assert lean == _as_lean(general)
+    assert repr(lean) == repr(_as_lean(general))  # repr: a mutated double may be NaN (NaN != NaN)
 
 
 @given(st.binary(max_size=200))
 def test_random_bytes_never_decode_differently(raw: bytes) -> None:
     lean = decode_data(raw)
     if lean is not None:
-        assert lean == _as_lean(decode_payload(raw))
+        assert repr(lean) == repr(_as_lean(decode_payload(raw)))
