@@ -32,7 +32,8 @@ from tapline.ingest.host import IngestService, IngestSettings, wall_ms
 from tapline.ingest.live import LiveState
 from tapline.ingest.maintenance import Maintenance
 from tapline.logs import get_logger
-from tapline.mqtt import BrokerUrl, run_session
+from tapline.mqtt import BrokerUrl
+from tapline.mqtt_wire import run_wire_session
 from tapline.notify import NotifyDispatcher, build_dispatcher, load_notify_config
 from tapline.services import Services
 from tapline.sim.fleet_publish import FleetSettings
@@ -72,7 +73,7 @@ class Cloud:
             if self.maintenance is not None:
                 tasks.create_task(self.maintenance.run(), name="store-maintenance")
             tasks.create_task(
-                run_session(
+                run_wire_session(  # the lean receive path (mqtt_wire: no per-message client objects)
                     self.broker,
                     f"tapline-host-{self.host_id}",
                     on_connect=self.ingest.on_connect,

@@ -20,6 +20,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
@@ -82,6 +83,14 @@ class WillMessage:
     payload: bytes
     qos: int = 1
     retain: bool = False
+
+
+class Link(Protocol):
+    """What a session callback may do with a live connection (``Connection``, ``mqtt_wire.WireClient``)."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> None: ...
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None: ...
 
 
 class Connection:

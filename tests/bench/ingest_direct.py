@@ -26,7 +26,14 @@ from tapline.ingest.live import LiveState
 from tapline.mqtt import Message
 from tapline.sparkplug.edge_session import EdgeNodeSession
 from tapline.store.relational import RelationalStore
-from tapline.store.telemetry import HistoryPoint, Sample, SeriesKey, StoreLifecycle, open_telemetry_store
+from tapline.store.telemetry import (
+    HistoryPoint,
+    Sample,
+    SampleRow,
+    SeriesKey,
+    StoreLifecycle,
+    open_telemetry_store,
+)
 
 T0 = 1_767_225_600_000
 
@@ -47,7 +54,7 @@ class CountingStore(StoreLifecycle):
     async def ensure_series(self, keys: Sequence[SeriesKey]) -> dict[SeriesKey, int]:
         return {k: self._ids.setdefault(k, len(self._ids) + 1) for k in keys}
 
-    async def write(self, samples: Sequence[Sample]) -> int:
+    async def write(self, samples: Sequence[SampleRow]) -> int:
         self.rows += len(samples)
         return len(samples)
 

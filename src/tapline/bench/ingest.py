@@ -12,9 +12,14 @@ subprocess. Figures:
 - ``cpu_s``: generator (rusage of the reaped subprocess tree), broker (``/proc`` of the mosquitto
   process: on a shared broker this includes other clients' traffic), ingest (this process), database
   (PostgreSQL backends of the database, or ``in-process`` for SQLite).
+- ``ingest_us_per_value``: ingest CPU over the whole run per value received (births included);
+  ``ingest_steady_us_per_value``: the same over the steady window only (what a value costs).
 - ``cloud_rss_mb``: this process's peak RSS (``VmHWM``) before the loss accounting starts.
-- ``alarm_p50_ms`` / ``alarm_p99_ms``: null — the fleet does not yet inject limit violations at known
-  times, so there is no honest source → alarm-committed latency to measure (see docs/benchmarks.md).
+- ``alarm_p50_ms`` / ``alarm_p99_ms``: for every alarm event the engine emits from data or time
+  (``AlarmEngine.evaluate`` / ``tick`` in the ingest, not link events), the wall clock when the engine
+  returned it minus the event's ``at`` — the sample timestamp the fleet put on the value that made the
+  alarm due (plus its rule's on-delay, if any). Generator, broker and cloud share this machine's clock.
+  The events are whatever the fleet's physics raises (no injected violations), counted in ``alarm_events``.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tapline.alarms.engine import AlarmEngine
+from tapline.alarms.events import AlarmEvent
 from tapline.bench.procstat import cpu_seconds, machine_busy_seconds, pids_named, rss_mb
 from tapline.bootstrap import build_cloud
+from tapline.domain.model import Reading
 from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
 from tapline.sim.fleet_record import read_record
@@ -144,9 +152,49 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class AlarmLatency:
+    """Times the alarm events an ``AlarmEngine`` emits from data and time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: list[float] = []
+
+    def watch(self, engine: AlarmEngine) -> None:
+        evaluate, tick = engine.evaluate, engine.tick
+
+        def timed_evaluate(
+            site: str, district: str, readings: Iterable[Reading], now_ms: int
+        ) -> list[AlarmEvent]:
+            return self._record(evaluate(site, district, readings, now_ms))
+
+        def timed_tick(now_ms: int) -> list[AlarmEvent]:
+            return self._record(tick(now_ms))
+
+        engine.evaluate = timed_evaluate  # type: ignore[method-assign]
+        engine.tick = timed_tick  # type: ignore[method-assign]
+
+    def _record(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        if events:
+            now_ms = time.time() * 1000.0
+            self.latencies_ms.extend(now_ms - event.at for event in events)
+        return events
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
 @dataclass
 class _Progress:
     samples: list[tuple[float, int]] = field(default_factory=list)
+    received: list[tuple[float, int, float]] = field(default_factory=list)
+    """(time, values received, ingest process CPU seconds) while the generator runs."""
+
+    def steady_cpu_us_per_value(self, warm: float) -> float | None:
+        """Ingest CPU per value received from ``warm`` to the generator's exit (births excluded)."""
+        window = [entry for entry in self.received if entry[0] >= warm]
+        if len(window) < 2 or window[-1][1] <= window[0][1]:
+            return None
+        return (window[-1][2] - window[0][2]) / (window[-1][1] - window[0][1]) * 1e6
 
     def at(self, when: float) -> int:
         """Stored count at the last sample taken at or before ``when``."""
@@ -167,6 +215,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     settings = IngestSettings(host_id=f"bench-{run_id}", groups=groups)
     cloud = await build_cloud(bench.db, BrokerUrl.parse(bench.broker), settings.host_id, settings)
     counters = cloud.ingest.counters
+    alarms = AlarmLatency()
+    if cloud.ingest.alarms is not None:
+        alarms.watch(cloud.ingest.alarms.engine)
     db_pids = postgres_backend_pids(bench.db)
     broker_pids = pids_named("mosquitto")[:1]
     progress = _Progress()
@@ -195,6 +246,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         waiter = asyncio.create_task(generator.wait())
         while not waiter.done():
             progress.samples.append((time.monotonic(), counters.stored + counters.duplicates))
+            progress.received.append((time.monotonic(), counters.readings, _self_cpu()))
             await asyncio.wait({waiter}, timeout=0.5)
         ended = time.monotonic()
         if generator.returncode != 0:
@@ -256,9 +308,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "unexpected": loss.unexpected,
         "recorded_keys": loss.recorded,
         "stored_rows": loss.stored,
-        "alarm_p50_ms": None,
-        "alarm_p99_ms": None,
-        "alarm_note": "not measured: the fleet injects no limit violations at known times yet",
+        "alarm_p50_ms": _rounded(percentile(alarms.latencies_ms, 50)),
+        "alarm_p99_ms": _rounded(percentile(alarms.latencies_ms, 99)),
+        "alarm_events": len(alarms.latencies_ms),
         "cloud_rss_mb": None if cloud_rss is None else round(cloud_rss, 1),
         "cpu_s": {
             "generator": round(generator_cpu, 2),
@@ -270,7 +322,10 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "other_cpu_s": round(
             cpu_machine - generator_cpu - cpu_ingest - cpu_broker - (cpu_db if db_pids else 0.0), 2
         ),
+        "ingest_us_per_value": round(cpu_ingest / max(counters.readings, 1) * 1e6, 2),
+        "ingest_steady_us_per_value": _rounded(progress.steady_cpu_us_per_value(warm)),
         "ingest_counters": {
+            "rejected_by_code": dict(counters.rejected_by_code),
             "messages": counters.messages,
             "readings": counters.readings,
             "rejected": counters.rejected,

@@ -32,7 +32,7 @@ from tapline.ingest.marks import CommitMarks, ReplayOrder, ReplayUnconfirmed
 from tapline.ingest.metrics import Exposition, IngestCounters
 from tapline.ingest.writer import BatchWriter
 from tapline.logs import get_logger
-from tapline.mqtt import BrokerUnavailable, Connection, Message, WillMessage
+from tapline.mqtt import BrokerUnavailable, Link, Message, WillMessage
 from tapline.sparkplug import host_session as hs
 from tapline.sparkplug import topics
 from tapline.sparkplug.codec import DEFAULT_MAX_PAYLOAD, SpDataType
@@ -106,7 +106,7 @@ class IngestService:
         self.writer = BatchWriter(
             store, relational, self.marks, self.counters, dead_letter_buffer=settings.dead_letter_buffer
         )
-        self.conn: Connection | None = None
+        self.conn: Link | None = None
         self.connected = asyncio.Event()
         self._state_ts = clock_ms()
         self._flush_now = asyncio.Event()
@@ -165,7 +165,7 @@ class IngestService:
             topics.state_topic(self.host_id), topics.state_payload(False, self._state_ts), qos=1, retain=True
         )
 
-    async def on_connect(self, conn: Connection) -> None:
+    async def on_connect(self, conn: Link) -> None:
         self.conn = conn
         await conn.subscribe(topics.state_topic(self.host_id), qos=1)
         namespace = topics.NAMESPACE
@@ -176,7 +176,7 @@ class IngestService:
         )
         self.connected.set()
 
-    async def on_close(self, conn: Connection) -> None:
+    async def on_close(self, conn: Link) -> None:
         """Intentional disconnect: publish STATE offline (same timestamp) before the connection closes."""
         await conn.publish(
             topics.state_topic(self.host_id), topics.state_payload(False, self._state_ts), qos=1, retain=True
@@ -354,9 +354,12 @@ class IngestService:
 
     # --- storage --------------------------------------------------------------------------------------
 
-    async def flush(self) -> int:
-        """Write everything pending; on a failing store keep it and raise ``StoreError``."""
-        inserted = await self.writer.flush()
+    async def flush(self, *, background: bool = False) -> int:
+        """Write everything pending; on a failing store keep it and raise ``StoreError``.
+
+        ``background`` (the writer loop): relational side effects are written by a task of their own
+        (``BatchWriter.flush``)."""
+        inserted = await self.writer.flush(background=background)
         if self._shedding and self.writer.pending_values < self.settings.max_pending_values // 2:
             self._shedding = False
             now = self.clock_ms()
@@ -366,7 +369,19 @@ class IngestService:
         return inserted
 
     async def run_writer(self) -> None:
-        """Flush by age or size forever; back off while the database fails, losing nothing."""
+        """Flush by age or size forever, backing off while the database fails (losing nothing); and,
+        beside it, tick every ``batch_age_s``: reorder timeouts, replay retries and the alarm engine's
+        on-delays must not wait for a slow flush (issue 7: alarms never wait for storage)."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._tick_loop(), name="ingest-ticker")
+            tasks.create_task(self._write_loop(), name="ingest-flush")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.batch_age_s)
+            await self.tick()
+
+    async def _write_loop(self) -> None:
         delay = 0.5
         loop = asyncio.get_running_loop()
         next_prune = loop.time() + self.settings.dead_letter_prune_s
@@ -377,9 +392,8 @@ class IngestService:
                 async with asyncio.timeout(self.settings.batch_age_s):
                     await self._flush_now.wait()
             self._flush_now.clear()
-            await self.tick()
             try:
-                await self.flush()
+                await self.flush(background=True)
                 delay = 0.5
             except StoreError as exc:
                 log.warning(

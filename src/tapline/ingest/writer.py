@@ -8,7 +8,8 @@ Rules:
   marks stay where they were. Writes are idempotent on (series, ts), so retrying after an unknown
   outcome is harmless.
 - Relational side effects of the same flush — births metadata, dead letters, commit marks — are written
-  after the telemetry; if the relational store fails they are kept and retried (a mark saved late is
+  after the telemetry (by the writer loop in a task of their own, so they never hold up the next
+  telemetry batch); if the relational store fails they are kept and retried (a mark saved late is
   only a longer replay after a restart, never a loss).
 - Bounded: dead letters beyond ``dead_letter_buffer`` between two flushes are counted and dropped; the
   caller sheds values beyond its limit (see ``IngestService``).
@@ -26,7 +27,7 @@ from tapline.ingest.metrics import IngestCounters
 from tapline.logs import get_logger
 from tapline.store.errors import StoreError
 from tapline.store.relational import DeadLetter, DeviceRow, NodeMark, PointRow, RelationalStore, SiteRow
-from tapline.store.telemetry import Sample, SeriesKey, TelemetryStore
+from tapline.store.telemetry import SampleRow, SeriesKey, TelemetryStore
 
 __all__ = ["BatchWriter"]
 
@@ -62,6 +63,7 @@ class BatchWriter:
         self._dead_letters: list[DeadLetter] = []
         self._marks: dict[NodeKey, NodeMark] = {}
         self._lock = asyncio.Lock()
+        self._relational_task: asyncio.Task[None] | None = None
 
     # --- hot path -------------------------------------------------------------------------------------
 
@@ -96,8 +98,16 @@ class BatchWriter:
 
     # --- flush ----------------------------------------------------------------------------------------
 
-    async def flush(self) -> int:
-        """Write everything pending; raise ``StoreError`` (keeping the batch) if the telemetry write fails."""
+    async def flush(self, *, background: bool = False) -> int:
+        """Write everything pending; raise ``StoreError`` (keeping the batch) if the telemetry write fails.
+
+        ``background``: the relational side effects (births metadata, dead letters, commit marks) go to
+        a task of their own instead of being awaited, so a slow relational write — a thousand rooms'
+        births are ~90,000 rows — never holds up the telemetry (which the next flush writes meanwhile).
+        Not on a ``single_writer`` store (SQLite): there the two would only take turns at the file lock.
+        A flush without it first waits for that task, then writes what is left: after it returns,
+        everything received before it is stored.
+        """
         async with self._lock:
             chunks, values = self._chunks, self.pending_values
             self._chunks, self.pending_values = [], 0
@@ -114,8 +124,17 @@ class BatchWriter:
                     raise
             for mark in self.marks.written(cut):
                 self._marks[(mark.district, mark.site)] = mark
-            await self._write_relational()
+        running = self._relational_task
+        if background and not getattr(self.store, "single_writer", False):
+            if running is None or running.done():
+                self._relational_task = asyncio.create_task(
+                    self._write_relational(), name="ingest-relational-writes"
+                )
             return inserted
+        if running is not None and not running.done():
+            await asyncio.shield(running)  # a cancelled final flush must not cancel that write
+        await self._write_relational()
+        return inserted
 
     async def _write(self, chunks: list[Chunk]) -> int:
         samples = self._samples(chunks)
@@ -132,9 +151,11 @@ class BatchWriter:
         self.counters.duplicates += len(samples) - inserted
         return inserted
 
-    def _samples(self, chunks: list[Chunk]) -> list[Sample] | None:
-        """Rows for the store, or None if a series id is not known yet. Strings are not telemetry."""
-        samples: list[Sample] = []
+    def _samples(self, chunks: list[Chunk]) -> list[SampleRow] | None:
+        """Rows for the store, or None if a series id is not known yet. Strings are not telemetry.
+
+        Plain tuples, not ``Sample``: this runs once per value (see ``SampleRow``)."""
+        samples: list[SampleRow] = []
         extend = samples.extend
         series = self._series
         empty: dict[str, int] = {}
@@ -145,7 +166,7 @@ class BatchWriter:
             try:
                 extend(
                     [
-                        Sample(ids[r.point], r.ts, float(r.value), r.quality)
+                        (ids[r.point], r.ts, float(r.value), r.quality)
                         for r in readings
                         if type(r.value) is not str
                     ]
@@ -166,24 +187,33 @@ class BatchWriter:
         self.remember_series(await self.store.ensure_series(sorted(missing, key=lambda k: (k.site, k.point))))
 
     async def _write_relational(self) -> None:
+        """Write the pending relational side effects; what fails (or is cancelled) is kept for the next
+        flush, behind anything newer that arrived meanwhile (births are upserts: newer wins)."""
+        sites, devices, points = self._sites, self._devices, self._points
+        letters, marks = self._dead_letters, self._marks
+        self._sites, self._devices, self._points, self._dead_letters, self._marks = {}, {}, {}, [], {}
         relational = self.relational
         if relational is None:
-            self._sites, self._devices, self._points, self._dead_letters, self._marks = {}, {}, {}, [], {}
             return
         now = int(time.time() * 1000)
         try:
-            if self._sites or self._devices or self._points:
-                sites, devices, points = self._sites, self._devices, self._points
+            if sites or devices or points:
                 await relational.record_births(
                     list(sites.values()), list(devices.values()), list(points.values())
                 )
-                self._sites, self._devices, self._points = {}, {}, {}
-            if self._dead_letters:
-                await relational.add_dead_letters(self._dead_letters)
-                self._dead_letters = []
-            if self._marks:
-                await relational.save_marks(list(self._marks.values()), now)
-                self._marks = {}
+                sites, devices, points = {}, {}, {}
+            if letters:
+                await relational.add_dead_letters(letters)
+                letters = []
+            if marks:
+                await relational.save_marks(list(marks.values()), now)
+                marks = {}
         except StoreError as exc:
             self.counters.relational_failures += 1
             log.warning("relational_write_failed", error=str(exc))
+        finally:
+            self._sites = {**sites, **self._sites}
+            self._devices = {**devices, **self._devices}
+            self._points = {**points, **self._points}
+            self._dead_letters = letters + self._dead_letters
+            self._marks = {**marks, **self._marks}

@@ -31,6 +31,8 @@ The codec is pure and linear in the number of metrics; nothing here does IO.
 from __future__ import annotations
 
 import math
+import re
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_PAYLOAD",
     "DOMAIN_TO_SPARKPLUG",
     "QUALITY_PROPERTY",
+    "DataPayload",
     "Metric",
     "MetricValue",
     "Payload",
@@ -53,6 +56,7 @@ __all__ = [
     "SpDataType",
     "check_value",
     "coerce",
+    "decode_data",
     "decode_payload",
     "domain_datatype",
     "encode_payload",
@@ -396,6 +400,114 @@ def decode_payload(data: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> Payload:
         )
     except (DecodeError, ValueError) as exc:  # ValueError covers UnicodeDecodeError from upb
         raise PayloadError(f"malformed Sparkplug payload: {exc}") from exc
+
+
+# --- the plain-data fast path -------------------------------------------------------------------------
+
+LeanMetric = tuple[int, int | None, MetricValue, "SpDataType | None", bool]
+"""(alias, timestamp or None, value, declared datatype or None, is_historical) of one data metric."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataPayload:
+    """A plain NDATA/DDATA payload as ``decode_data`` reads it: every metric by alias, no properties.
+
+    Same meaning as ``Payload`` (values raw off the wire unless a datatype came with them, which is
+    then already applied), one tuple per metric instead of a ``Metric`` object.
+    """
+
+    timestamp: int | None
+    seq: int
+    metrics: list[LeanMetric]
+
+
+_VARINT: Final = rb"[\x80-\xff]{0,9}[\x00-\x7f]"
+# One metric in canonical field order: tag 2 with a one-byte length, alias (2), optional timestamp (3),
+# datatype (4) and is_historical (5), then exactly one value: long (11), double (13) or boolean (14).
+# Names, properties, is_null, other value fields or any other order do not match: the general decoder
+# takes the payload then.
+_METRIC_RE: Final = re.compile(
+    rb"\x12[\x00-\x7f]\x10(" + _VARINT + rb")(?:\x18(" + _VARINT + rb"))?(?:\x20(" + _VARINT
+    + rb"))?(?:\x28([\x00\x01]))?(?:i(.{8})|p([\x00\x01])|X(" + _VARINT + rb"))",
+    re.DOTALL,
+)  # fmt: skip
+_HEAD_RE: Final = re.compile(rb"\x08(" + _VARINT + rb")", re.DOTALL)
+_SEQ_RE: Final = re.compile(rb"\x18(" + _VARINT + rb")\Z", re.DOTALL)
+_DOUBLE: Final = struct.Struct("<d").unpack
+_U64: Final = (1 << 64) - 1
+
+
+def _varint(raw: bytes) -> int:
+    """A protobuf varint (already delimited by the pattern), truncated to 64 bits as upb does."""
+    if len(raw) == 1:
+        return raw[0]
+    result = 0
+    for shift, byte in enumerate(raw):
+        result |= (byte & 0x7F) << (7 * shift)
+    return result & _U64
+
+
+def decode_data(data: bytes) -> DataPayload | None:
+    """Read a plain data payload without building protobuf or ``Metric`` objects; None if it is not one.
+
+    Why: a city's ingest reads hundreds of thousands of metrics a second, and the general path costs
+    about 6 µs a metric on the benchmark box (upb field access, ``HasField``, one frozen ``Metric``).
+    Gateways (tapline's edge and fleet, Tahu) write data payloads in field-number order with aliases,
+    so one regular expression per metric recognises them. Anything else — a name, properties, a null,
+    another value field, fields out of order, a multi-byte metric length — returns None and the caller
+    uses ``decode_payload``, so the result never differs from it (``tests/unit/sparkplug`` checks this
+    against the general decoder, property-based).
+    """
+    pos, end = 0, len(data)
+    timestamp: int | None = None
+    head = _HEAD_RE.match(data)
+    if head is not None:
+        timestamp = _varint(head.group(1))
+        pos = head.end()
+    tail = _SEQ_RE.search(data, max(pos, end - 11))  # tag + at most 10 varint bytes
+    if tail is None:
+        return None
+    seq = _varint(tail.group(1))
+    if seq > 255:
+        return None
+    end = tail.start()
+    metrics: list[LeanMetric] = []
+    append = metrics.append
+    match = _METRIC_RE.match
+    last_ts_raw: bytes | None = None
+    last_ts: int | None = None
+    while pos < end:
+        m = match(data, pos)
+        if m is None:
+            return None
+        stop = m.end()
+        if stop - pos - 2 != data[pos + 1] or stop > end:
+            return None
+        pos = stop
+        alias_raw, ts_raw, type_raw, historical, double, boolean, long = m.groups()
+        if ts_raw is not last_ts_raw and ts_raw != last_ts_raw:
+            last_ts_raw, last_ts = ts_raw, None if ts_raw is None else _varint(ts_raw)
+        value: MetricValue
+        if double is not None:
+            value = _DOUBLE(double)[0]
+        elif boolean is not None:
+            value = boolean == b"\x01"
+        else:
+            value = _varint(long)
+        datatype: SpDataType | None = None
+        if type_raw is not None:
+            datatype = _BY_CODE.get(_varint(type_raw) & 0xFFFF_FFFF)
+            if datatype is None:
+                return None
+            try:
+                value = coerce(value, datatype)
+            except PayloadError:
+                return None
+        alias = alias_raw[0] if len(alias_raw) == 1 else _varint(alias_raw)
+        append((alias, last_ts, value, datatype, historical == b"\x01"))
+    if pos != end:
+        return None
+    return DataPayload(timestamp, seq, metrics)
 
 
 def _decode_metric(item: pb.Payload.Metric) -> Metric:

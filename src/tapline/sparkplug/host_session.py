@@ -55,10 +55,12 @@ from typing import Final, NamedTuple
 from tapline.domain.model import Quality, Reading, Value
 from tapline.sparkplug.codec import (
     DEFAULT_MAX_PAYLOAD,
+    DataPayload,
     Metric,
     Payload,
     SpDataType,
     coerce,
+    decode_data,
     decode_payload,
     encode_payload,
     quality_from_properties,
@@ -262,7 +264,7 @@ class _Device:
 class _Buffered:
     topic: Topic
     raw_topic: str
-    payload: Payload
+    payload: Payload | DataPayload
     received_ms: int
     raw: bytes
 
@@ -352,7 +354,11 @@ class HostTracker:
                 events += self._request_rebirth(node, "oversized payload", now_ms)
             return events
         try:
-            decoded = decode_payload(payload, limit)
+            decoded: Payload | DataPayload | None = None
+            if parsed.type in _DATA_TYPES:
+                decoded = decode_data(payload)
+            if decoded is None:
+                decoded = decode_payload(payload, limit)
         except PayloadError as exc:
             events.append(Rejected(topic, str(exc), RejectCode.MALFORMED, payload))
             if node.online:
@@ -386,7 +392,7 @@ class HostTracker:
     # --- births and deaths ----------------------------------------------------------------------------
 
     def _on_nbirth(self, node: _Node, message: _Buffered) -> list[Event]:
-        payload, now_ms = message.payload, message.received_ms
+        payload, now_ms = _full(message), message.received_ms
         try:
             bd_seq = _bd_seq(payload)
             if payload.seq is None:
@@ -426,7 +432,7 @@ class HostTracker:
 
     def _on_ndeath(self, node: _Node, message: _Buffered) -> list[Event]:
         try:
-            bd_seq = _bd_seq(message.payload)
+            bd_seq = _bd_seq(_full(message))
         except PayloadError as exc:
             return [Rejected(message.raw_topic, str(exc), RejectCode.MALFORMED, message.raw)]
         if not node.online or node.bd_seq != bd_seq:
@@ -441,7 +447,7 @@ class HostTracker:
         if duplicate:
             return []
         try:
-            points = _declare(message.payload.metrics, device, node_level=False)
+            points = _declare(_full(message).metrics, device, node_level=False)
             for name, info in points.items():
                 owner = node.aliases.get(info.alias) if info.alias is not None else None
                 if owner is not None and owner != (device, name):
@@ -580,8 +586,16 @@ class HostTracker:
     # --- readings -------------------------------------------------------------------------------------
 
     def _readings(
-        self, node: _Node, device: str | None, payload: Payload, message: _Buffered, duplicate: bool
+        self,
+        node: _Node,
+        device: str | None,
+        payload: Payload | DataPayload,
+        message: _Buffered,
+        duplicate: bool,
     ) -> list[Event]:
+        if type(payload) is DataPayload:
+            return self._lean_readings(node, device, payload, message, duplicate)
+        assert isinstance(payload, Payload)
         points = node.node_points if device is None else node.devices[device].points
         default_ts = _or(payload.timestamp, message.received_ms)
         live: list[Reading] = []
@@ -627,11 +641,73 @@ class HostTracker:
             events += self._request_rebirth(node, reason, message.received_ms)
         return events
 
+    def _lean_readings(
+        self, node: _Node, device: str | None, payload: DataPayload, message: _Buffered, duplicate: bool
+    ) -> list[Event]:
+        """``_readings`` for a payload ``decode_data`` read: same events, without per-metric objects
+        other than the ``Reading`` (aliases only, no names, no properties, no nulls)."""
+        points = node.node_points if device is None else node.devices[device].points
+        aliases = node.aliases
+        default_ts = _or(payload.timestamp, message.received_ms)
+        live: list[Reading] = []
+        historical: list[Reading] = []
+        unknown: list[str] = []
+        mistyped: list[str] = []
+        good = Quality.GOOD
+        native = _NATIVE
+        for alias, ts, value, datatype, is_historical in payload.metrics:
+            owner = aliases.get(alias)
+            point = points.get(owner[1]) if owner is not None and owner[0] == device else None
+            if point is None:
+                unknown.append(str(alias))
+                continue
+            if datatype is None and native.get(point.datatype) is not type(value):
+                try:
+                    value = coerce(value, point.datatype)
+                except PayloadError:
+                    mistyped.append(point.point)
+                    continue
+            if isinstance(value, bytes):
+                continue
+            reading = Reading(point.point, default_ts if ts is None else ts, value, good)
+            (historical if is_historical else live).append(reading)
+        events: list[Event] = []
+        if historical:
+            events.append(Data(node.group, node.node, device, tuple(historical), True, duplicate))
+        if live:
+            events.append(Data(node.group, node.node, device, tuple(live), False, duplicate))
+        if unknown or mistyped:
+            node.needs_replay = True
+            if unknown:
+                reason = f"unknown metrics: {', '.join(unknown[:5])}"
+                events.append(Rejected(message.raw_topic, reason, RejectCode.UNKNOWN_METRIC, message.raw))
+            if mistyped:
+                reason = f"values of the wrong type: {', '.join(mistyped[:5])}"
+                events.append(Rejected(message.raw_topic, reason, RejectCode.WRONG_TYPE, message.raw))
+            events += self._request_rebirth(node, reason, message.received_ms)
+        return events
+
     def _node(self, group: str, node: str) -> _Node:
         state = self._nodes.get((group, node))
         if state is None:
             state = self._nodes[(group, node)] = _Node(group, node)
         return state
+
+
+_DATA_TYPES: Final = frozenset({MessageType.NDATA, MessageType.DDATA})
+_NATIVE: Final[dict[SpDataType, type]] = {
+    SpDataType.Double: float,
+    SpDataType.Float: float,
+    SpDataType.Boolean: bool,
+}
+"""Datatypes whose raw wire value (of this Python type) ``coerce`` returns unchanged."""
+
+
+def _full(message: _Buffered) -> Payload:
+    """The payload of a birth or death: those are always read by the general decoder."""
+    payload = message.payload
+    assert isinstance(payload, Payload), "only NDATA/DDATA take the plain-data fast path"
+    return payload
 
 
 def _is_control(name: str | None) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import struct
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -53,6 +54,7 @@ from tapline.store.telemetry import (
     HistoryPoint,
     Resolution,
     Sample,
+    SampleRow,
     SeriesKey,
     StoreLifecycle,
     StoreSettings,
@@ -100,7 +102,11 @@ _STAGING = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS samples_staging (series_id bigint, ts bigint, value float8,"
     " quality smallint) ON COMMIT DELETE ROWS"
 )
-_COPY_TYPES = ["int8", "int8", "float8", "int2"]
+_PGCOPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_PGCOPY_TRAILER = b"\xff\xff"
+_pack_row = struct.Struct("!hiqiqidih").pack
+"""One row of binary COPY: 4 fields, each a length and its value (int8, int8, float8, int2)."""
+_COPY_BLOCK_ROWS = 10_000
 _COPY_SAMPLES = "COPY samples (series_id, ts, value, quality) FROM STDIN (FORMAT BINARY)"
 _COPY_STAGING = "COPY samples_staging (series_id, ts, value, quality) FROM STDIN (FORMAT BINARY)"
 _INSERT_FROM_STAGING = (
@@ -202,7 +208,7 @@ def partition_name(table: str, start: int) -> str:
     return f"{table}_{datetime.fromtimestamp(start / 1000, UTC):%Y%m%d}"
 
 
-def days_touched(samples: Sequence[Sample], oldest: int, newest: int) -> list[int]:
+def days_touched(samples: Sequence[SampleRow], oldest: int, newest: int) -> list[int]:
     """Start (ms) of every UTC day that holds a sample; ``oldest``/``newest`` bound the batch's ``ts``."""
     first, last = bucket_start(oldest, DAY_MS), bucket_start(newest, DAY_MS)
     if last - first <= 2 * DAY_MS:  # the usual batch: one day, or a backfill crossing a midnight
@@ -365,7 +371,7 @@ class PostgresTelemetryStore(StoreLifecycle):
 
     # -- write -----------------------------------------------------------------------------------------
 
-    async def write(self, samples: Sequence[Sample]) -> int:
+    async def write(self, samples: Sequence[SampleRow]) -> int:
         if not samples:
             return 0
         oldest = min(map(itemgetter(1), samples))
@@ -382,7 +388,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                 await self._ensure_partitions(conn, days)
                 return await self._write_batch(conn, samples, oldest)
 
-    async def _write_batch(self, conn: Connection, samples: Sequence[Sample], oldest: int) -> int:
+    async def _write_batch(self, conn: Connection, samples: Sequence[SampleRow], oldest: int) -> int:
         async with conn.transaction():
             cursor = await conn.execute(
                 "SELECT value FROM telemetry_meta WHERE key = 'minute_mark' FOR SHARE"
@@ -406,11 +412,15 @@ class PostgresTelemetryStore(StoreLifecycle):
             return inserted
 
     @staticmethod
-    async def _copy(conn: Connection, statement: str, samples: Sequence[Sample]) -> None:
+    async def _copy(conn: Connection, statement: str, samples: Sequence[SampleRow]) -> None:
+        """Binary COPY in block mode: the rows are packed here with one ``struct`` call each, about a
+        third of ``write_row``'s cost (a dumper per field, an await per row)."""
         async with conn.cursor() as cursor, cursor.copy(statement) as copy:
-            copy.set_types(_COPY_TYPES)
-            for sample in samples:
-                await copy.write_row(sample)
+            for start in range(0, len(samples), _COPY_BLOCK_ROWS):
+                block = samples[start : start + _COPY_BLOCK_ROWS]
+                rows = b"".join([_pack_row(4, 8, s, 8, t, 8, v, 2, q) for s, t, v, q in block])
+                await copy.write((_PGCOPY_HEADER if start == 0 else b"") + rows)
+            await copy.write(_PGCOPY_TRAILER if samples else _PGCOPY_HEADER + _PGCOPY_TRAILER)
 
     # -- reads -----------------------------------------------------------------------------------------
 

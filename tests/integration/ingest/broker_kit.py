@@ -23,6 +23,7 @@ import aiomqtt
 from tapline.ingest.host import IngestService, IngestSettings
 from tapline.ingest.live import LiveState
 from tapline.mqtt import BrokerUrl, Connection, Message, WillMessage, run_session
+from tapline.mqtt_wire import run_wire_session
 from tapline.sparkplug.errors import SparkplugError
 from tapline.store.relational import RelationalStore
 from tapline.store.telemetry import TelemetryStore, open_telemetry_store
@@ -124,7 +125,7 @@ async def running_host(
     await service.start()
     tasks = [
         asyncio.create_task(
-            run_session(
+            run_wire_session(  # as bootstrap.Cloud runs the ingest
                 broker,
                 f"host-{settings.host_id}-{uuid.uuid4().hex[:6]}",
                 on_connect=service.on_connect,

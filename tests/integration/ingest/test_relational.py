@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from tapline.store.relational import (
     SiteRow,
     sqlalchemy_url,
 )
-from tapline.store.telemetry import open_telemetry_store
+from tapline.store.telemetry import StoreLifecycle, open_telemetry_store
 
 
 @pytest.fixture
@@ -129,3 +130,52 @@ async def test_unreachable_or_closed_database_raises_store_errors(tmp_path: Path
     db = RelationalStore(f"sqlite:///{tmp_path / 'x.db'}")
     with pytest.raises(StoreNotOpen):
         await db.load_marks()
+
+
+async def test_the_writer_loop_never_waits_for_births_metadata_and_a_final_flush_writes_it(url: str) -> None:
+    """``BatchWriter.flush(background=True)`` (the writer loop): a slow relational write runs beside
+    the next telemetry batch on PostgreSQL, in turn with it on SQLite (one writer); births that arrive
+    meanwhile are kept, and a plain ``flush`` leaves nothing behind."""
+    from tapline.domain.model import Reading
+    from tapline.ingest.marks import CommitMarks
+    from tapline.ingest.metrics import IngestCounters
+    from tapline.ingest.writer import BatchWriter
+
+    telemetry = open_telemetry_store(url)
+    relational = RelationalStore(url)
+    await telemetry.open()
+    await relational.open()
+    gate = asyncio.Event()
+    record_births = relational.record_births
+
+    async def slow_births(
+        sites: Sequence[SiteRow], devices: Sequence[DeviceRow], points: Sequence[PointRow]
+    ) -> None:
+        await gate.wait()
+        await record_births(sites, devices, points)
+
+    relational.record_births = slow_births  # type: ignore[method-assign,assignment]
+    writer = BatchWriter(telemetry, relational, CommitMarks(), IngestCounters())
+    one_writer = isinstance(telemetry, StoreLifecycle) and telemetry.single_writer
+    site, other = unique("PR"), unique("PR")
+    try:
+        writer.site_born(SiteRow(site, "jianghan", site, 1, 1_000))
+        writer.add(site, (Reading("plc/Flow", 1_000, 1.5),))
+        first = asyncio.create_task(writer.flush(background=True))
+        await asyncio.sleep(0.3)
+        assert first.done() is not one_writer  # SQLite: births and telemetry take turns
+        writer.site_born(SiteRow(other, "jianghan", other, 1, 2_000))  # arrives while births are written
+        writer.add(site, (Reading("plc/Flow", 2_000, 1.6),))
+        second = asyncio.create_task(writer.flush(background=True))
+        await asyncio.sleep(0.3)
+        assert second.done() is not one_writer
+        gate.set()
+        assert (await first, await second) == (1, 1)
+        await writer.flush()
+        stored = {row.id for row in await relational.sites()}
+        assert {site, other} <= stored
+        assert not writer.has_work
+    finally:
+        gate.set()
+        await relational.close()
+        await telemetry.close()

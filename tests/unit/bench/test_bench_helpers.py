@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,23 @@ def test_naive_pipeline_payloads_have_the_fleet_shape() -> None:
     decoded = decode_payload(data[0])
     assert len(decoded.metrics) == 10
     assert all(isinstance(m.value, float) and m.alias is not None for m in decoded.metrics)
+
+
+def test_alarm_latency_times_events_from_data_and_time_since_their_sample() -> None:
+    from tapline.alarms.engine import AlarmEngine
+    from tapline.bench.ingest import AlarmLatency
+    from tapline.domain.model import Reading
+
+    engine = AlarmEngine()
+    latency = AlarmLatency()
+    latency.watch(engine)
+    now = int(time.time() * 1000)
+    sampled = now - 120_000  # a flood sampled 2 min ago reaches the engine now (past any on-delay)
+    events = engine.evaluate("PR-0001", "jianghan", [Reading("env/Flood", sampled, True)], now)
+    events += engine.tick(now)
+    assert events  # returned unchanged to the ingest
+    assert len(latency.latencies_ms) == len(events)
+    assert max(latency.latencies_ms) >= 120_000 - 5_000 - 1  # the flood rule's 5 s on-delay
+    assert min(latency.latencies_ms) > 0
+    engine.evaluate("PR-0001", "jianghan", [], sampled)  # no events, nothing timed
+    assert len(latency.latencies_ms) == len(events)

@@ -24,6 +24,7 @@ from tapline.store.relational import RelationalStore
 from tapline.store.telemetry import (
     HistoryPoint,
     Sample,
+    SampleRow,
     SeriesKey,
     StoreLifecycle,
     TelemetryStore,
@@ -242,13 +243,13 @@ class MemoryStore(StoreLifecycle):
             self.series.setdefault(key, len(self.series) + 1)
         return {key: self.series[key] for key in keys}
 
-    async def write(self, samples: Sequence[Sample]) -> int:
+    async def write(self, samples: Sequence[SampleRow]) -> int:
         if self.fail:
             raise StoreUnavailable("memory store told to fail")
         self.writes += 1
         before = len(self.rows)
-        for sample in samples:
-            self.rows.setdefault((sample.series_id, sample.ts), sample)
+        for row in samples:
+            self.rows.setdefault((row[0], row[1]), Sample(*row))
         return len(self.rows) - before
 
     async def latest(self, series_ids: Sequence[int] | None = None) -> dict[int, Sample]:

@@ -21,7 +21,7 @@ from tapline.mqtt import Message
 from tapline.sparkplug.edge_session import Replay
 from tapline.sparkplug.host_session import replay_command
 from tapline.store.errors import StoreUnavailable
-from tapline.store.telemetry import Sample
+from tapline.store.telemetry import SampleRow
 
 from .kit import Clock, EdgeDouble, FakeConnection, MemoryStore, converse, deliver, open_host, sqlite_url
 
@@ -179,7 +179,7 @@ async def test_a_cancelled_write_keeps_the_batch_for_the_final_flush() -> None:
     gate = asyncio.Event()
     write = store.write
 
-    async def slow_write(samples: Sequence[Sample]) -> int:
+    async def slow_write(samples: Sequence[SampleRow]) -> int:
         await gate.wait()
         return await write(samples)
 
