@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 Value = bool | int | float | str
 
@@ -60,9 +61,13 @@ class PointSpec:
         return f"{self.device}/{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """One observed value of one point at one time."""
+class Reading(NamedTuple):
+    """One observed value of one point at one time.
+
+    A NamedTuple, not a frozen dataclass: the ingest makes one per value received (tens of thousands a
+    second) and a frozen dataclass's ``__init__`` costs twice as much (1.3 vs 0.67 µs, measured).
+    Immutable and hashable all the same.
+    """
 
     point: str  # "device/Name"
     ts: int  # ms since epoch, UTC
