@@ -623,23 +623,37 @@ class HostTracker:
             quality = quality_from_properties(metric.properties) if metric.properties else Quality.GOOD
             reading = Reading(point.point, _or(metric.timestamp, default_ts), value, quality)
             (historical if metric.is_historical else live).append(reading)
+        events = self._data_events(node, device, historical, live, duplicate)
+        if done is not None and not duplicate:
+            events.append(done)
+        return events + self._refused(node, message, unknown, mistyped)
+
+    def _data_events(
+        self, node: _Node, device: str | None, historical: list[Reading], live: list[Reading], duplicate: bool
+    ) -> list[Event]:
         events: list[Event] = []
         if historical:
             events.append(Data(node.group, node.node, device, tuple(historical), True, duplicate))
         if live:
             events.append(Data(node.group, node.node, device, tuple(live), False, duplicate))
-        if done is not None and not duplicate:
-            events.append(done)
-        if unknown or mistyped:
-            node.needs_replay = True
-            if unknown:
-                reason = f"unknown metrics: {', '.join(unknown[:5])}"
-                events.append(Rejected(message.raw_topic, reason, RejectCode.UNKNOWN_METRIC, message.raw))
-            if mistyped:
-                reason = f"values of the wrong type: {', '.join(mistyped[:5])}"
-                events.append(Rejected(message.raw_topic, reason, RejectCode.WRONG_TYPE, message.raw))
-            events += self._request_rebirth(node, reason, message.received_ms)
         return events
+
+    def _refused(
+        self, node: _Node, message: _Buffered, unknown: list[str], mistyped: list[str]
+    ) -> list[Event]:
+        """Metrics of a data message the node's births did not declare, or of the wrong type: reject
+        them, and ask a rebirth (the node needs a replay once it is born again)."""
+        if not unknown and not mistyped:
+            return []
+        node.needs_replay = True
+        events: list[Event] = []
+        if unknown:
+            reason = f"unknown metrics: {', '.join(unknown[:5])}"
+            events.append(Rejected(message.raw_topic, reason, RejectCode.UNKNOWN_METRIC, message.raw))
+        if mistyped:
+            reason = f"values of the wrong type: {', '.join(mistyped[:5])}"
+            events.append(Rejected(message.raw_topic, reason, RejectCode.WRONG_TYPE, message.raw))
+        return events + self._request_rebirth(node, reason, message.received_ms)
 
     def _lean_readings(
         self, node: _Node, device: str | None, payload: DataPayload, message: _Buffered, duplicate: bool
@@ -671,21 +685,8 @@ class HostTracker:
                 continue
             reading = Reading(point.point, default_ts if ts is None else ts, value, good)
             (historical if is_historical else live).append(reading)
-        events: list[Event] = []
-        if historical:
-            events.append(Data(node.group, node.node, device, tuple(historical), True, duplicate))
-        if live:
-            events.append(Data(node.group, node.node, device, tuple(live), False, duplicate))
-        if unknown or mistyped:
-            node.needs_replay = True
-            if unknown:
-                reason = f"unknown metrics: {', '.join(unknown[:5])}"
-                events.append(Rejected(message.raw_topic, reason, RejectCode.UNKNOWN_METRIC, message.raw))
-            if mistyped:
-                reason = f"values of the wrong type: {', '.join(mistyped[:5])}"
-                events.append(Rejected(message.raw_topic, reason, RejectCode.WRONG_TYPE, message.raw))
-            events += self._request_rebirth(node, reason, message.received_ms)
-        return events
+        events = self._data_events(node, device, historical, live, duplicate)
+        return events + self._refused(node, message, unknown, mistyped)
 
     def _node(self, group: str, node: str) -> _Node:
         state = self._nodes.get((group, node))
