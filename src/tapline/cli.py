@@ -98,6 +98,9 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     ingest.add_argument("--processes", type=int, default=1, help="fleet generator processes")
     ingest.add_argument("--cycle", type=int, default=10, help="the generator's --cycle (0: live physics)")
     ingest.add_argument("--no-references", action="store_true", help="skip the reference measurements")
+    ingest.add_argument(
+        "--workers", type=int, default=1, help="ingest workers, each owning some districts (default 1)"
+    )
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     _bench_query_edge_parsers(commands)
     flood = commands.add_parser("flood", help="the alarm path while every room raises alarms at once")
@@ -343,6 +346,7 @@ async def _bench_ingest(args: argparse.Namespace) -> None:
         processes=args.processes,
         cycle=args.cycle,
         references=not args.no_references,
+        workers=args.workers,
     )
     result = await run_ingest_bench(bench)
     text = json.dumps(result, indent=2)

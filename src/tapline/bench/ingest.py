@@ -29,6 +29,7 @@ import contextlib
 import math
 import os
 import resource
+import secrets
 import shutil
 import sqlite3
 import sys
@@ -39,6 +40,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tapline.alarms.engine import AlarmEngine
 from tapline.alarms.events import AlarmEvent
@@ -72,6 +75,9 @@ class IngestBench:
     drain_timeout_s: float = 60.0
     references: bool = True
     workdir: Path | None = None
+    workers: int = 1
+    """Ingest workers: this process plus ``workers - 1`` ``tapline serve --groups`` subprocesses, the
+    districts dealt round-robin (DESIGN §8 scale-out on one machine)."""
 
 
 @dataclass(frozen=True)
@@ -205,10 +211,95 @@ class _Progress:
         return best
 
 
+class _Workers:
+    """The extra ingest workers: ``tapline serve`` subprocesses, each owning some districts, read
+    through their ``/metrics`` (counters) and ``/proc`` (CPU)."""
+
+    def __init__(self) -> None:
+        self.processes: list[asyncio.subprocess.Process] = []
+        self.ports: list[int] = []
+        self.http = httpx.AsyncClient(timeout=5.0)
+        self.last: dict[int, dict[str, float]] = {}
+
+    async def start(self, bench: IngestBench, run_id: str, shares: list[tuple[str, ...]]) -> None:
+        env = {**os.environ, "TAPLINE_SECRET": secrets.token_hex(16)}
+        for n, share in enumerate(shares, start=2):
+            port = _free_port()
+            command = [
+                sys.executable, "-m", "tapline.cli", "--log-level", "warning", "serve", "--db", bench.db,
+                "--broker", bench.broker, "--host-id", f"bench-{run_id}-w{n}", "--groups", ",".join(share),
+                "--port", str(port), "--public-read",
+            ]  # fmt: skip
+            self.processes.append(
+                await asyncio.create_subprocess_exec(*command, env=env, stdout=asyncio.subprocess.DEVNULL)
+            )
+            self.ports.append(port)
+        for port in self.ports:
+            async with asyncio.timeout(30):
+                while True:
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await self.http.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                            break
+                    await asyncio.sleep(0.2)
+
+    async def counters(self) -> dict[str, float]:
+        """Sum over the workers of the ingest counters this bench reads (the last good scrape)."""
+        total: dict[str, float] = {}
+        for port in self.ports:
+            with contextlib.suppress(httpx.HTTPError):
+                text = (await self.http.get(f"http://127.0.0.1:{port}/metrics")).text
+                self.last[port] = _scrape(text)
+            for key, value in self.last.get(port, {}).items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def cpu(self) -> float:
+        return cpu_seconds(p.pid for p in self.processes)
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+        for process in self.processes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 15)
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        await self.http.aclose()
+
+
+_SCRAPED = ("rows_stored_total", "duplicates_total", "readings_total", "messages_total", "shed_total")
+
+
+def _scrape(text: str) -> dict[str, float]:
+    """The ingest counters of one ``/metrics`` page (``tapline_ingest_<name> <value>`` lines)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name.startswith("tapline_ingest_") and name[15:] in _SCRAPED:
+            out[name[15:]] = float(value)
+    return out
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     run_id = f"bi{int(time.time()) % 10**7}"
     prefix = f"{run_id}-"
-    groups = tuple(prefix + name for name in DISTRICTS[: bench.districts])
+    all_groups = tuple(prefix + name for name in DISTRICTS[: bench.districts])
+    if not 1 <= bench.workers <= len(all_groups):
+        raise ValueError(f"workers must be between 1 and the {len(all_groups)} districts")
+    groups = all_groups[:: bench.workers]
+    workers = _Workers()
+    shares = [all_groups[k :: bench.workers] for k in range(1, bench.workers)]
     workdir = bench.workdir or Path(tempfile.mkdtemp(prefix="tapline-bench-"))
     record = workdir / f"{run_id}.rec"
     fleet_json = workdir / f"{run_id}-fleet.json"
@@ -224,8 +315,10 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     since_ms = int(time.time() * 1000) - 1000
     cloud_task = asyncio.create_task(cloud.run(), name="bench-cloud")
     try:
+        await workers.start(bench, run_id, shares)
         await asyncio.sleep(2.0)  # connected and subscribed before the first birth
         cpu0 = {
+            "workers": workers.cpu(),
             "ingest": _self_cpu(),
             "broker": cpu_seconds(broker_pids),
             "database": cpu_seconds(db_pids),
@@ -245,8 +338,12 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         generator = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.DEVNULL)
         waiter = asyncio.create_task(generator.wait())
         while not waiter.done():
-            progress.samples.append((time.monotonic(), counters.stored + counters.duplicates))
-            progress.received.append((time.monotonic(), counters.readings, _self_cpu()))
+            extra = await workers.counters()
+            stored_now = counters.stored + counters.duplicates
+            stored_now += round(extra.get("rows_stored_total", 0) + extra.get("duplicates_total", 0))
+            progress.samples.append((time.monotonic(), stored_now))
+            received = counters.readings + round(extra.get("readings_total", 0))
+            progress.received.append((time.monotonic(), received, _self_cpu() + workers.cpu()))
             await asyncio.wait({waiter}, timeout=0.5)
         ended = time.monotonic()
         if generator.returncode != 0:
@@ -261,7 +358,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         # drain: until the stored count reaches what was published or stops moving for 5 s
         last, still_since = -1, time.monotonic()
         while time.monotonic() - ended < bench.drain_timeout_s:
+            extra = await workers.counters()
             stored_now = counters.stored + counters.duplicates
+            stored_now += round(extra.get("rows_stored_total", 0) + extra.get("duplicates_total", 0))
             progress.samples.append((time.monotonic(), stored_now))
             if published and stored_now >= published and not cloud.ingest.writer.has_work:
                 break
@@ -271,6 +370,8 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
                 break
             await asyncio.sleep(0.2)
         drained = time.monotonic()
+        extra = await workers.counters()
+        cpu_workers = workers.cpu() - cpu0["workers"]
         cpu_ingest = _self_cpu() - cpu0["ingest"]
         cpu_broker = cpu_seconds(broker_pids) - cpu0["broker"]
         cpu_db = cpu_seconds(db_pids) - cpu0["database"]
@@ -280,6 +381,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         cloud_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await cloud_task
+        await workers.stop()
         await cloud.close()
     births_s = bench.sites / 1000.0 / max(bench.processes, 1)  # --birth-rate 1000 rooms/s per process
     warm = started + (bench.warmup_s or births_s + 2.0)
@@ -299,7 +401,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "offered_values_per_s": bench.sites * bench.points / bench.interval,
         "values_per_s": round(values_per_s),
         "published_values": published,
-        "stored_values": counters.stored,
+        "stored_values": counters.stored + round(extra.get("rows_stored_total", 0)),
         "ingest_duplicates": counters.duplicates,
         "steady_window_s": round(window, 2),
         "drain_s": round(drained - ended, 2),
@@ -312,17 +414,30 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "alarm_p99_ms": _rounded(percentile(alarms.latencies_ms, 99)),
         "alarm_events": len(alarms.latencies_ms),
         "cloud_rss_mb": None if cloud_rss is None else round(cloud_rss, 1),
+        "workers": bench.workers,
         "cpu_s": {
             "generator": round(generator_cpu, 2),
             "broker": round(cpu_broker, 2) if broker_pids else None,
             "ingest": round(cpu_ingest, 2),
+            "other_workers": round(cpu_workers, 2),
             "database": round(cpu_db, 2) if db_pids else "in-process",
         },
         "machine_busy_cpu_s": round(cpu_machine, 2),
         "other_cpu_s": round(
-            cpu_machine - generator_cpu - cpu_ingest - cpu_broker - (cpu_db if db_pids else 0.0), 2
+            cpu_machine
+            - generator_cpu
+            - cpu_ingest
+            - cpu_workers
+            - cpu_broker
+            - (cpu_db if db_pids else 0.0),
+            2,
         ),
-        "ingest_us_per_value": round(cpu_ingest / max(counters.readings, 1) * 1e6, 2),
+        "ingest_us_per_value": round(
+            (cpu_ingest + cpu_workers)
+            / max(counters.readings + round(extra.get("readings_total", 0)), 1)
+            * 1e6,
+            2,
+        ),
         "ingest_steady_us_per_value": _rounded(progress.steady_cpu_us_per_value(warm)),
         "ingest_counters": {
             "rejected_by_code": dict(counters.rejected_by_code),
