@@ -304,6 +304,19 @@ class RelationalStore:
         """A dialect ``INSERT`` that supports ``on_conflict_do_update`` on SQLite and PostgreSQL."""
         return self._insert(conn, table)
 
+    @staticmethod
+    def _upsert_rows(conn: Connection, stmt: Any, rows: list[dict[str, Any]]) -> None:
+        """Run an upsert over ``rows``. On SQLite as multi-row ``VALUES`` statements: its driver steps
+        once per row of an ``executemany`` and takes the GIL back after each step, so while the event
+        loop is busy 90,000 births rows took seconds and held the single writer (docs/benchmarks.md)."""
+        if conn.dialect.name != "sqlite":
+            conn.execute(stmt, rows)
+            return
+        width = max(len(rows[0]), 1)
+        chunk = max(1, 30_000 // width)  # under SQLite's 32,766 bound variables a statement
+        for start in range(0, len(rows), chunk):
+            conn.execute(stmt.values(rows[start : start + chunk]))
+
     def _insert(self, conn: Connection, table: Table) -> Any:
         dialect = pg_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
         return dialect.insert(table)
@@ -318,7 +331,8 @@ class RelationalStore:
         def work(conn: Connection) -> None:
             if site_rows:
                 stmt = self._insert(conn, sites)
-                conn.execute(
+                self._upsert_rows(
+                    conn,
                     stmt.on_conflict_do_update(
                         index_elements=[sites.c.id],
                         set_={
@@ -333,7 +347,8 @@ class RelationalStore:
                 )
             if device_rows:
                 stmt = self._insert(conn, devices)
-                conn.execute(
+                self._upsert_rows(
+                    conn,
                     stmt.on_conflict_do_update(
                         index_elements=[devices.c.site, devices.c.name],
                         set_={"last_birth_ms": stmt.excluded.last_birth_ms},
@@ -342,7 +357,8 @@ class RelationalStore:
                 )
             if point_rows:
                 stmt = self._insert(conn, points)
-                conn.execute(
+                self._upsert_rows(
+                    conn,
                     stmt.on_conflict_do_update(
                         index_elements=[points.c.site, points.c.point],
                         set_={

@@ -179,3 +179,19 @@ async def test_the_writer_loop_never_waits_for_births_metadata_and_a_final_flush
         gate.set()
         await relational.close()
         await telemetry.close()
+
+
+async def test_a_city_of_births_in_one_call_with_repeats_keeps_the_last_declaration(url: str) -> None:
+    """Many rows (several multi-row statements on SQLite) and the same point twice in one batch."""
+    site = unique("PR-BIG")
+    rows = [
+        PointRow(site, f"vfd{n % 50}/P{n}", f"vfd{n % 50}", "Double", "kW", 0.0, 55.0, 1)
+        for n in range(5_000)
+    ]
+    rows.append(PointRow(site, "vfd0/P0", "vfd0", "Double", "MW", 0.0, 0.055, 2))
+    async with RelationalStore(url) as store:
+        await store.record_births([SiteRow(site, "jianghan", site)], [DeviceRow(site, "vfd0", 1)], rows)
+        points = {p.point: p for p in await store.points(site)}
+    assert len(points) == 5_000
+    assert (points["vfd0/P0"].unit, points["vfd0/P0"].updated_ms) == ("MW", 2)
+    assert points["vfd49/P4999"].unit == "kW"
