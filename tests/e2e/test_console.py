@@ -18,7 +18,7 @@ from tapline.alarms.service import wall_ms
 from tapline.api.app import create_app
 from tapline.bootstrap import demo_users
 from tests.helpers import service_missing
-from tests.integration.api.alarm_kit import Cloud, cloud_on, serving
+from tests.integration.api.alarm_kit import SITE, Cloud, cloud_on, serving
 from tests.unit.alarms.kit import HEALTHY
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,6 +73,19 @@ async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_hist
             await expect(page.locator("#login")).to_contain_text("operator")
             await page.locator("#alarms tbody tr").first.locator("button[data-act=ack]").click()
             await expect(page.locator("#alarms tbody tr").first).to_contain_text("已确认")
+
+            # Maintenance from the rooms page: the reason is asked, the room is marked, its alarm hidden.
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("水箱清洗")))
+            await page.click("nav button[data-tab=rooms]")
+            await page.locator("#rooms tbody button[data-maint]").first.click()
+            await expect(page.locator("#rooms tbody tr").first).to_contain_text("维修中")
+            assert cloud.engine.in_maintenance(SITE)
+            assert cloud.engine.active(SITE) == []
+            page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("清洗完成")))
+            await page.locator("#rooms tbody button[data-maint]").first.click()
+            await expect(page.locator("#rooms tbody button[data-maint]").first).to_have_text("设为维修")
+            assert not cloud.engine.in_maintenance(SITE)
+            await page.click("nav button[data-tab=alarms]")
 
             await page.click("nav button[data-tab=history]")
             entry = page.locator("#history tbody tr").first
