@@ -36,31 +36,41 @@ async def token(
     }
 
 
+def authorise(request: Request, role: Role, token: str | None = None) -> Principal | None:
+    """Who is calling, who must hold at least ``role``: the bearer token of the ``Authorization``
+    header, else ``token`` (``GET /stream`` takes one as ``?access_token=``: browsers' EventSource
+    cannot send headers). Read-only access (``Role.VIEWER``) needs none when the app allows public
+    reads (the demo)."""
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value:
+            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'")
+        token = value.strip()
+    if not token:
+        if role is Role.VIEWER and getattr(request.app.state, "public_read", False):
+            return None
+        raise ApiError(
+            401, "unauthorized", "log in: POST /api/v1/auth/token, then send 'Authorization: Bearer …'"
+        )
+    try:
+        principal = directory(request).verify(token)
+    except AuthError as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    if principal.role < role:
+        raise ApiError(403, "forbidden", f"needs role {role.label}, you are {principal.role.label}")
+    return principal
+
+
 def require(role: Role) -> Callable[[Request], Awaitable[Principal | None]]:
-    """A dependency: the caller must hold at least ``role``.
+    """A dependency: the caller must hold at least ``role`` (see ``authorise``).
 
     Read-only routes pass ``Role.VIEWER``; when the app allows public reads (the demo), those need no
     token at all, so ``curl /api/v1/sites`` works out of the box.
     """
 
     async def dependency(request: Request) -> Principal | None:
-        header = request.headers.get("authorization", "")
-        if not header:
-            if role is Role.VIEWER and getattr(request.app.state, "public_read", False):
-                return None
-            raise ApiError(
-                401, "unauthorized", "log in: POST /api/v1/auth/token, then send 'Authorization: Bearer …'"
-            )
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "bearer" or not value:
-            raise ApiError(401, "unauthorized", "expected 'Authorization: Bearer <token>'")
-        try:
-            principal = directory(request).verify(value.strip())
-        except AuthError as exc:
-            raise ApiError(401, "unauthorized", str(exc)) from None
-        if principal.role < role:
-            raise ApiError(403, "forbidden", f"needs role {role.label}, you are {principal.role.label}")
-        return principal
+        return authorise(request, role)
 
     return dependency
 

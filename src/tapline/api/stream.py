@@ -27,9 +27,9 @@ from fastapi.responses import StreamingResponse
 
 from tapline.alarms.events import AlarmEvent
 from tapline.alarms.hub import AlarmHub, Listener
-from tapline.api.auth import directory
+from tapline.api.auth import authorise
 from tapline.api.errors import ApiError
-from tapline.auth import AuthError, Role
+from tapline.auth import Role
 
 router = APIRouter(tags=["stream"])
 
@@ -52,23 +52,6 @@ def event_data(event: AlarmEvent) -> dict[str, Any]:
         message={"zh": event.text.zh, "en": event.text.en},
     )
     return data
-
-
-def _authorise(request: Request, token: str | None) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value:
-        token = value.strip()
-    if not token:
-        if getattr(request.app.state, "public_read", False):
-            return
-        raise ApiError(401, "unauthorized", "send 'Authorization: Bearer …' or ?access_token=")
-    try:
-        principal = directory(request).verify(token)
-    except AuthError as exc:
-        raise ApiError(401, "unauthorized", str(exc)) from None
-    if principal.role < Role.VIEWER:
-        raise ApiError(403, "forbidden", "needs role viewer")
 
 
 def _frame(event: AlarmEvent) -> bytes:
@@ -107,7 +90,7 @@ async def stream(
 ) -> StreamingResponse:
     """Server-Sent Events: ``alarm`` for every alarm transition, ``resync`` when this client fell
     behind (reload, then reconnect)."""
-    _authorise(request, access_token)
+    authorise(request, Role.VIEWER, access_token)
     hub = request.app.state.services.extras.get("alarm_hub")
     if not isinstance(hub, AlarmHub):
         raise ApiError(503, "alarms_unavailable", "no alarm engine runs in this process")
