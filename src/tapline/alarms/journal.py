@@ -240,7 +240,10 @@ class JournalWriter:
         self.written += len(batch)
 
     async def _write(self, batch: list[AlarmEvent]) -> None:
-        live = {key: dict(value) for key, value in self._live.items()}
+        # The facts of the alarms this batch touches, as they were: restored if the store is down,
+        # so the retry derives them again (copying only these, not every live alarm, each batch).
+        saved = {e.alarm_id: self._live.get(e.alarm_id) for e in batch}
+        saved = {key: None if facts is None else dict(facts) for key, facts in saved.items()}
         events = [event_row(e) for e in batch]
         instances = [self._instance(e) for e in batch]
         attempt = 0
@@ -249,7 +252,11 @@ class JournalWriter:
                 await self._store.append(events, instances)
                 return
             except StoreUnavailable:
-                self._live = live  # the instance facts are re-derived when the batch is retried
+                for key, facts in saved.items():
+                    if facts is None:
+                        self._live.pop(key, None)
+                    else:
+                        self._live[key] = facts
                 raise
             except StoreError as exc:
                 attempt += 1
