@@ -73,15 +73,7 @@ class Cloud:
             if self.maintenance is not None:
                 tasks.create_task(self.maintenance.run(), name="store-maintenance")
             tasks.create_task(
-                run_wire_session(  # the lean receive path (mqtt_wire: no per-message client objects)
-                    self.broker,
-                    f"tapline-host-{self.host_id}",
-                    on_connect=self.ingest.on_connect,
-                    on_message=self.ingest.on_message,
-                    on_disconnect=self.ingest.on_disconnect,
-                    will_factory=self.ingest.will,
-                    on_close=self.ingest.on_close,
-                ),
+                ingest_session(self.ingest, self.broker, f"tapline-host-{self.host_id}"),
                 name="ingest-mqtt",
             )
 
@@ -99,6 +91,31 @@ class Cloud:
         if self.relational is not None:
             await self.relational.close()
         await self.store.close()
+
+
+async def ingest_session(
+    ingest: IngestService,
+    broker: BrokerUrl,
+    client_id: str,
+    *,
+    keepalive_s: int = 15,
+    backoff_initial_s: float = 0.2,
+    backoff_max_s: float = 10.0,
+) -> None:
+    """The ingest's MQTT session until cancelled, on the lean receive path (``mqtt_wire``: no
+    per-message client objects). Tests shorten the keepalive and the reconnect backoff."""
+    await run_wire_session(
+        broker,
+        client_id,
+        on_connect=ingest.on_connect,
+        on_message=ingest.on_message,
+        on_disconnect=ingest.on_disconnect,
+        will_factory=ingest.will,
+        on_close=ingest.on_close,
+        keepalive_s=keepalive_s,
+        backoff_initial_s=backoff_initial_s,
+        backoff_max_s=backoff_max_s,
+    )
 
 
 async def build_cloud(

@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tapline.bootstrap import room_config
+from tapline.bootstrap import ingest_session, room_config
 from tapline.edge.app import Gateway, GatewaySettings
 from tapline.edge.config import InterlockConfig, PollConfig, RoomConfig
 from tapline.ingest.host import IngestService, IngestSettings
@@ -208,14 +208,10 @@ async def start_host(store_path: Path, broker: BrokerUrl, host_id: str) -> Runni
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(service.run_writer())
                 tasks.create_task(
-                    run_session(
+                    ingest_session(  # as bootstrap.Cloud runs the ingest
+                        service,
                         broker,
                         f"host-{host_id}",
-                        on_connect=service.on_connect,
-                        on_message=service.on_message,
-                        on_disconnect=service.on_disconnect,
-                        will_factory=service.will,
-                        on_close=service.on_close,
                         keepalive_s=2,
                         backoff_initial_s=0.05,
                         backoff_max_s=0.3,

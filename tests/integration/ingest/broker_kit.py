@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
+from tapline.bootstrap import ingest_session
 from tapline.ingest.host import IngestService, IngestSettings
 from tapline.ingest.live import LiveState
 from tapline.mqtt import BrokerUrl, Connection, Message, WillMessage, run_session
-from tapline.mqtt_wire import run_wire_session
 from tapline.sparkplug.errors import SparkplugError
 from tapline.store.relational import RelationalStore
 from tapline.store.telemetry import TelemetryStore, open_telemetry_store
@@ -125,14 +125,10 @@ async def running_host(
     await service.start()
     tasks = [
         asyncio.create_task(
-            run_wire_session(  # as bootstrap.Cloud runs the ingest
+            ingest_session(  # as bootstrap.Cloud runs the ingest
+                service,
                 broker,
                 f"host-{settings.host_id}-{uuid.uuid4().hex[:6]}",
-                on_connect=service.on_connect,
-                on_message=service.on_message,
-                on_disconnect=service.on_disconnect,
-                will_factory=service.will,
-                on_close=service.on_close,
                 backoff_initial_s=0.05,
                 backoff_max_s=0.2,
             )
