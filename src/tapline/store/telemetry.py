@@ -100,12 +100,20 @@ class StoreSettings:
     raw_retention_ms: int = 30 * DAY_MS
     rollup_1m_retention_ms: int = 400 * DAY_MS
     rollup_1h_retention_ms: int = 10 * 366 * DAY_MS
+    compact_after_ms: int = 2 * HOUR_MS
+    """Raw samples of an hour stay one row per value until the hour has been closed (and rolled up) this
+    long; ``compact`` then packs them into one block per series and hour (see ``compact``)."""
     partitions_ahead_days: int = 2  # PostgreSQL: daily partitions kept ready ahead of the clock
     connect_timeout_s: float = 5.0  # PostgreSQL: give up connecting after this long
     lock_timeout_ms: int = 5_000  # wait this long for a lock, then StoreUnavailable
 
     def __post_init__(self) -> None:
-        for name in ("raw_retention_ms", "rollup_1m_retention_ms", "rollup_1h_retention_ms"):
+        for name in (
+            "raw_retention_ms",
+            "rollup_1m_retention_ms",
+            "rollup_1h_retention_ms",
+            "compact_after_ms",
+        ):
             if getattr(self, name) <= 0:
                 raise StoreConfigurationError(f"{name} must be positive, got {getattr(self, name)}")
         if self.partitions_ahead_days < 0:
@@ -189,6 +197,19 @@ class TelemetryStore(Protocol):
 
         Covers buckets since the previous call plus any older bucket that received a late sample.
         Returns the number of rollup rows written.
+        """
+        ...
+
+    async def compact(self, now_ms: int) -> int:
+        """Pack the raw samples of closed, rolled-up hours into one block per (series, hour).
+
+        An hour ``H`` is due when ``H + 1 h + compact_after_ms <= now_ms`` and its minutes are rolled up.
+        A block holds the hour's timestamps (a start and a step when they are regular, else the offsets),
+        the float64 values and the qualities (none stored when all are good): about 8 bytes a value
+        instead of a row per value. Every read (``history``, ``latest``, ``count``) sees blocks and rows
+        alike; a write that reaches a compacted hour (a replay, a backfill) unpacks that series' block
+        back into rows first, so duplicates are still detected and the rollup recomputes from rows; the
+        next ``compact`` packs the hour again. Returns the number of blocks written.
         """
         ...
 

@@ -1,0 +1,138 @@
+"""``compact``: raw rows of closed hours packed into one block per (series, hour), on every backend.
+
+What a compacted hour must still do is everything an uncompacted one does — history at every level,
+``latest``, ``count``, idempotent writes, late data recomputing rollups, retention — so these tests write,
+roll up, compact and then check the same answers as before compaction. Fixtures come from the shared
+store suite (``test_telemetry_store``): SQLite on tmp_path and a fresh PostgreSQL schema per test.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tapline.store.telemetry import (
+    DAY_MS,
+    HOUR_MS,
+    MINUTE_MS,
+    HistoryPoint,
+    Sample,
+    StoreSettings,
+    TelemetryStore,
+)
+from tests.integration.store.test_telemetry_store import (  # noqa: F401  (fixtures)
+    LEVEL,
+    NOW,
+    OTHER_ROOM,
+    PRESSURE,
+    MakeStore,
+    make_store,
+    point,
+    series_ids,
+    store,
+    store_url,
+)
+
+HOUR = NOW - 5 * HOUR_MS  # an hour long closed at NOW
+
+
+async def _history_everywhere(store: TelemetryStore, series_id: int, start: int, end: int) -> list[object]:
+    return [
+        await store.history(series_id, start, end),
+        await store.history(series_id, start, end, step_ms=15_000),
+        await store.history(series_id, start, end, step_ms=MINUTE_MS),
+        await store.history(series_id, start, end, step_ms=HOUR_MS),
+    ]
+
+
+async def test_compaction_keeps_every_answer(store: TelemetryStore) -> None:
+    pressure, level, other = await series_ids(store, PRESSURE, LEVEL, OTHER_ROOM)
+    regular = [Sample(pressure, HOUR + i * 5_000, 0.4 + (i % 7) / 100, 0) for i in range(720)]
+    irregular = [Sample(level, HOUR + t, float(t % 13), 0) for t in (0, 7, 1_000, 1_003, 59_999, 3_599_999)]
+    qualities = [Sample(other, HOUR + i * 60_000, float(i), i % 3) for i in range(60)]
+    special = [Sample(other, HOUR + HOUR_MS + 1, math.nan, 2), Sample(other, HOUR + HOUR_MS + 2, 2.5, 0)]
+    await store.write(regular + irregular + qualities + special)
+    await store.rollup(NOW)
+    window = (HOUR - HOUR_MS, NOW)
+    before = {sid: await _history_everywhere(store, sid, *window) for sid in (pressure, level, other)}
+    latest_before = await store.latest()
+
+    assert await store.compact(NOW) == 4  # three series in HOUR, one in the hour after
+    assert await store.compact(NOW) == 0  # nothing left to pack
+
+    assert await store.count() == 720 + 6 + 60 + 2
+    for sid in (pressure, level):
+        assert await _history_everywhere(store, sid, *window) == before[sid]
+    after_other = await store.history(other, *window)
+    assert after_other[:60] == before[other][0][:60]  # type: ignore[index]
+    assert after_other[60].ts == HOUR + HOUR_MS + 1 and math.isnan(after_other[60].last)
+    assert after_other[61] == point(HOUR + HOUR_MS + 2, 2.5)
+    latest = await store.latest()
+    assert latest[pressure] == latest_before[pressure] == regular[-1]
+    assert latest[level] == irregular[-1]
+    assert latest[other].ts == HOUR + HOUR_MS + 2
+    # A window that starts and ends inside a block returns only its part, half-open.
+    assert await store.history(pressure, HOUR + 10_000, HOUR + 20_000) == [
+        point(HOUR + 10_000, regular[2].value),
+        point(HOUR + 15_000, regular[3].value),
+    ]
+    assert await store.latest([level]) == {level: irregular[-1]}
+
+
+async def test_only_closed_rolled_up_hours_old_enough_are_compacted(make_store: MakeStore) -> None:
+    async with make_store(StoreSettings(compact_after_ms=HOUR_MS)) as store:
+        (pressure,) = await series_ids(store, PRESSURE)
+        await store.write([Sample(pressure, NOW - h * HOUR_MS + 1_000, float(h), 0) for h in range(1, 5)])
+        assert await store.compact(NOW) == 0  # nothing rolled up yet: the rollup still needs the rows
+        await store.rollup(NOW - 2 * HOUR_MS + 30_000)
+        # Rolled up to NOW - 2 h: hours NOW-4h and NOW-3h are closed and rolled up; NOW-3h closed at
+        # NOW-2h, one hour ago: old enough. NOW-2h is not rolled up.
+        assert await store.compact(NOW) == 2
+        await store.rollup(NOW)
+        assert await store.compact(NOW) == 1  # NOW-2h; NOW-1h closed too recently
+        assert await store.compact(NOW + HOUR_MS) == 1
+        assert await store.count() == 4
+        assert [p.value for p in await store.history(pressure, NOW - DAY_MS, NOW)] == [4.0, 3.0, 2.0, 1.0]
+
+
+async def test_writes_into_a_compacted_hour_stay_idempotent_and_recompute_rollups(
+    store: TelemetryStore,
+) -> None:
+    (pressure,) = await series_ids(store, PRESSURE)
+    batch = [Sample(pressure, HOUR + i * 10_000, float(i), 0) for i in range(360)]
+    await store.write(batch)
+    await store.rollup(NOW)
+    assert await store.compact(NOW) == 1
+
+    assert await store.write(batch[:100]) == 0  # a replay of what is packed: nothing new
+    assert await store.count() == 360
+    late = [Sample(pressure, HOUR + 5_000, 100.0, 1), batch[0]]  # one new value between two packed ones
+    assert await store.write(late) == 1
+    assert await store.count() == 361
+    raw = await store.history(pressure, HOUR, HOUR + 20_000)
+    assert raw == [point(HOUR, 0.0), point(HOUR + 5_000, 100.0, quality=1), point(HOUR + 10_000, 1.0)]
+
+    await store.rollup(NOW)  # the late value's minute and hour are recomputed from all of the hour
+    assert (await store.history(pressure, HOUR, HOUR + MINUTE_MS, step_ms=MINUTE_MS)) == [
+        HistoryPoint(HOUR, 0.0, 100.0, 115.0 / 7, 5.0, 7, 1)
+    ]
+    assert (await store.history(pressure, HOUR, HOUR + HOUR_MS, step_ms=HOUR_MS))[0].count == 361
+    assert await store.compact(NOW) == 1  # the hour is packed again
+    assert await store.write(late) == 0
+    assert await store.count() == 361
+    assert (await store.history(pressure, HOUR, HOUR + 20_000))[1] == point(HOUR + 5_000, 100.0, quality=1)
+
+
+async def test_compacted_data_survives_reopen_and_retention(make_store: MakeStore) -> None:
+    settings = StoreSettings(raw_retention_ms=2 * DAY_MS)
+    async with make_store(settings) as store:
+        (pressure,) = await series_ids(store, PRESSURE)
+        old, recent = NOW - 3 * DAY_MS, NOW - 5 * HOUR_MS
+        await store.write([Sample(pressure, ts + i * 1000, float(i), 0) for ts in (old, recent) for i in range(3)])
+        await store.rollup(NOW)
+        assert await store.compact(NOW) == 2
+    async with make_store(settings) as store:
+        assert await store.count() == 6
+        assert await store.apply_retention(NOW) > 0
+        assert await store.count() == 3
+        assert [p.ts for p in await store.history(pressure, old, NOW)] == [recent, recent + 1000, recent + 2000]
+        assert await store.latest() == {pressure: Sample(pressure, recent + 2000, 2.0, 0)}
