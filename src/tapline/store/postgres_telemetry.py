@@ -46,6 +46,7 @@ import psycopg
 import psycopg.errors
 from psycopg import sql
 
+from tapline.logs import get_logger
 from tapline.store.errors import StoreConfigurationError, StoreError, StoreNotOpen, StoreUnavailable
 from tapline.store.telemetry import (
     DAY_MS,
@@ -62,14 +63,21 @@ from tapline.store.telemetry import (
     resolution_for_step,
 )
 
+log = get_logger(__name__)
+
 __all__ = ["PARTITION_WIDTHS", "PostgresTelemetryStore", "days_touched", "partition_name"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: sample_blocks, compact_dirty, compact_mark (compaction)
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
 # Partition width of each partitioned table, in ms (epoch-aligned).
-PARTITION_WIDTHS = {"samples": DAY_MS, "rollup_1m": 7 * DAY_MS, "rollup_1h": 28 * DAY_MS}
+PARTITION_WIDTHS = {
+    "samples": DAY_MS,
+    "sample_blocks": DAY_MS,
+    "rollup_1m": 7 * DAY_MS,
+    "rollup_1h": 28 * DAY_MS,
+}
 
 _ROLLUP_COLUMNS = (
     "series_id bigint NOT NULL, bucket bigint NOT NULL, min float8 NOT NULL, max float8 NOT NULL,"
@@ -96,6 +104,12 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS rollup_1h_bucket_brin ON rollup_1h USING brin (bucket)" + _BRIN,
     "CREATE TABLE IF NOT EXISTS rollup_dirty (series_id bigint NOT NULL, bucket bigint NOT NULL,"
     " PRIMARY KEY (series_id, bucket))",
+    # Compaction (see the module docstring): one row per (series, hour) once the hour is packed.
+    "CREATE TABLE IF NOT EXISTS sample_blocks (series_id bigint NOT NULL, hour bigint NOT NULL,"
+    " n integer NOT NULL, t0 bigint NOT NULL, step integer, offsets integer[], vals float8[] NOT NULL,"
+    " quals smallint[], PRIMARY KEY (series_id, hour)) PARTITION BY RANGE (hour)",
+    "CREATE TABLE IF NOT EXISTS compact_dirty (hour bigint PRIMARY KEY)",
+    "INSERT INTO telemetry_meta (key, value) VALUES ('compact_mark', NULL) ON CONFLICT DO NOTHING",
 )
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tapline.store.telemetry.schema'))"
 _STAGING = (
@@ -121,7 +135,8 @@ _LOCK_MARKS = "SELECT key, value FROM telemetry_meta WHERE key IN ('minute_mark'
 _PARTITIONS = """
 SELECT p.relname, c.relname, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-WHERE i.inhparent IN ('samples'::regclass, 'rollup_1m'::regclass, 'rollup_1h'::regclass)
+WHERE i.inhparent IN ('samples'::regclass, 'sample_blocks'::regclass, 'rollup_1m'::regclass,
+                      'rollup_1h'::regclass)
 """
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\)")
 
@@ -176,17 +191,34 @@ ON CONFLICT (series_id, bucket) DO UPDATE SET min = EXCLUDED.min, max = EXCLUDED
     count = EXCLUDED.count, last = EXCLUDED.last, quality = EXCLUDED.quality
 """
 
-_HISTORY_RAW = (
-    "SELECT ts, value, quality FROM samples WHERE series_id = %s AND ts >= %s AND ts < %s ORDER BY ts"
-)
-# One pass over the series' rows, no self-join: "last" is the newest row's value of each bucket, taken by
-# an ordered aggregate (the join to fetch it read every page a second time; docs/benchmarks.md, query).
-_HISTORY_RAW_STEP = """
+# Every raw value of one series in [start, end): the rows not packed yet plus the values of the packed
+# blocks that overlap the window (a block holds one hour; for any (series, hour) the values are in exactly
+# one of the two, see ``compact``). ``unnest`` of the three arrays zips them, padding a missing
+# ``offsets`` (regular timestamps: t0 + i * step) or ``quals`` (all good) with NULLs.
+_POINTS = """
+SELECT ts, value, quality FROM samples WHERE series_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
+UNION ALL
+SELECT x.ts, x.v, x.q FROM sample_blocks b CROSS JOIN LATERAL (
+    SELECT CASE WHEN b.step IS NULL THEN b.hour + u.o ELSE b.t0 + (u.i - 1) * b.step END AS ts,
+           u.v, coalesce(u.q, 0::smallint) AS q
+    FROM unnest(b.offsets, b.vals, b.quals) WITH ORDINALITY AS u(o, v, q, i)
+) x
+WHERE b.series_id = %(id)s AND b.hour > %(start)s - 3600000 AND b.hour < %(end)s
+  AND x.ts >= %(start)s AND x.ts < %(end)s
+"""
+_HISTORY_RAW = "SELECT ts, value, quality FROM (" + _POINTS + ") p ORDER BY ts"  # noqa: S608 (constants)
+# One pass over the series' values, no self-join: "last" is the newest value of each bucket, taken by an
+# ordered aggregate (the join to fetch it read every page a second time; docs/benchmarks.md, query).
+_HISTORY_RAW_STEP = (
+    """
 SELECT ts - ts %% %(step)s::bigint AS b, min(value), max(value), avg(value),
        (array_agg(value ORDER BY ts DESC))[1], count(*), max(quality)
-FROM samples WHERE series_id = %(id)s AND ts >= %(start)s AND ts < %(end)s
+FROM ("""
+    + _POINTS
+    + """) p
 GROUP BY 1 ORDER BY 1
 """
+)
 _HISTORY_ROLLUP_STEP = """
 SELECT bucket - bucket %% %(step)s::bigint AS b, min(min), max(max), sum(sum) / sum(count),
        (array_agg(last ORDER BY bucket DESC))[1], sum(count), max(quality)
@@ -195,8 +227,74 @@ GROUP BY 1 ORDER BY 1
 """
 _LATEST = """
 SELECT r.id, x.ts, x.value, x.quality FROM series r
-CROSS JOIN LATERAL (SELECT ts, value, quality FROM samples WHERE series_id = r.id ORDER BY ts DESC LIMIT 1) x
+CROSS JOIN LATERAL (
+    (SELECT ts, value, quality FROM samples WHERE series_id = r.id ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    (SELECT CASE WHEN b.step IS NULL THEN b.hour + b.offsets[b.n] ELSE b.t0 + (b.n - 1)::bigint * b.step END,
+            b.vals[b.n], coalesce(b.quals[b.n], 0::smallint)
+     FROM sample_blocks b WHERE b.series_id = r.id ORDER BY b.hour DESC LIMIT 1)
+    ORDER BY 1 DESC LIMIT 1
+) x
 """
+_COUNT = "SELECT (SELECT count(*) FROM samples) + (SELECT coalesce(sum(n), 0) FROM sample_blocks)"
+
+# -- compaction (see ``compact``) ------------------------------------------------------------------------
+_COMPACT_LOCK_CLASS = 0x7A11  # pg_advisory_xact_lock(class, hour number): one lock per hour being packed
+_LOCK_COMPACT_MARK = (
+    "SELECT (SELECT value FROM telemetry_meta WHERE key = 'compact_mark' FOR UPDATE),"
+    " (SELECT value FROM telemetry_meta WHERE key = 'minute_mark')"
+)
+# The rows of (series range, hour) leave ``samples`` and become one block per series, in one statement:
+# timestamps are checked for a regular step (then only t0 and step are kept), qualities are dropped
+# when all are good (0).
+_COMPACT_SLICE = """
+WITH moved AS (
+    DELETE FROM samples WHERE series_id >= %(a)s AND series_id < %(b)s AND ts >= %(lo)s AND ts < %(hi)s
+    RETURNING series_id, ts, value, quality
+), g AS (
+    SELECT series_id, count(*)::integer AS n, min(ts) AS t0, max(ts) AS t1,
+           array_agg((ts - %(lo)s)::integer ORDER BY ts) AS offs,
+           array_agg(value ORDER BY ts) AS vals, array_agg(quality ORDER BY ts) AS quals,
+           max(quality) AS worst
+    FROM moved GROUP BY series_id
+), s AS (
+    SELECT g.*, CASE
+        WHEN n = 1 THEN 0
+        WHEN (t1 - t0) %% (n - 1) = 0 AND (t1 - t0) / (n - 1) <= 2147483647
+             AND offs = ARRAY(SELECT generate_series((t0 - %(lo)s)::integer, (t1 - %(lo)s)::integer,
+                                                     ((t1 - t0) / (n - 1))::integer))
+        THEN ((t1 - t0) / (n - 1))::integer
+    END AS step
+    FROM g
+)
+INSERT INTO sample_blocks (series_id, hour, n, t0, step, offsets, vals, quals)
+SELECT series_id, %(lo)s, n, t0, step, CASE WHEN step IS NULL THEN offs END, vals,
+       CASE WHEN worst <> 0 THEN quals END
+FROM s
+"""
+# Unpacks the blocks of ``(series_id, hour)`` pairs given by ``{pairs}`` back into rows.
+_UNPACK = """
+WITH gone AS (
+    DELETE FROM sample_blocks b USING ({pairs}) k
+    WHERE b.series_id = k.series_id AND b.hour = k.hour
+    RETURNING b.*
+)
+INSERT INTO samples (series_id, ts, value, quality)
+SELECT g.series_id, CASE WHEN g.step IS NULL THEN g.hour + u.o ELSE g.t0 + (u.i - 1) * g.step END, u.v,
+       coalesce(u.q, 0::smallint)
+FROM gone g CROSS JOIN LATERAL unnest(g.offsets, g.vals, g.quals) WITH ORDINALITY AS u(o, v, q, i)
+ON CONFLICT DO NOTHING
+"""
+_STAGED_PACKED_PAIRS = (
+    "SELECT DISTINCT series_id, ts - ts %% 3600000 AS hour FROM samples_staging WHERE ts < %(mark)s"
+)
+_SLICE_PAIRS = (
+    "SELECT series_id, hour FROM sample_blocks"
+    " WHERE hour = %(lo)s AND series_id >= %(a)s AND series_id < %(b)s"
+)
+_COMPACT_SLICE_SERIES = 500
+"""Series per compaction statement: bounds its memory (500 × 3,600 one-second values ≈ 40 MB of arrays)."""
+
 _SERIES_LOOKUP = (
     "SELECT s.id, s.site, s.point FROM series s"
     " JOIN unnest(%s::text[], %s::text[]) AS k(site, point) ON s.site = k.site AND s.point = k.point"
@@ -391,10 +489,10 @@ class PostgresTelemetryStore(StoreLifecycle):
     async def _write_batch(self, conn: Connection, samples: Sequence[SampleRow], oldest: int) -> int:
         async with conn.transaction():
             cursor = await conn.execute(
-                "SELECT value FROM telemetry_meta WHERE key = 'minute_mark' FOR SHARE"
+                "SELECT key, value FROM telemetry_meta WHERE key IN ('minute_mark', 'compact_mark') FOR SHARE"
             )
-            row = await cursor.fetchone()
-            mark: int | None = row[0] if row else None
+            marks: dict[str, int | None] = dict(await cursor.fetchall())
+            mark, packed_to = marks.get("minute_mark"), marks.get("compact_mark")
             late = mark is not None and oldest < mark
             if not late:
                 try:
@@ -405,11 +503,32 @@ class PostgresTelemetryStore(StoreLifecycle):
                 else:
                     return len(samples)
             await self._copy(conn, _COPY_STAGING, samples)
+            if packed_to is not None and oldest < packed_to:
+                await self._unpack_for_staged(conn, packed_to)
             cursor = await conn.execute(_INSERT_FROM_STAGING)
             inserted = cursor.rowcount
             if late:
                 await conn.execute(_MARK_DIRTY, (mark,))
             return inserted
+
+    @staticmethod
+    async def _unpack_for_staged(conn: Connection, packed_to: int) -> None:
+        """A batch reaches packed hours (a replay, a backfill): unpack the blocks of the (series, hour)
+        pairs it touches back into rows first, so the insert below skips what is already stored and the
+        rollup recomputes from complete rows; ``compact_dirty`` has ``compact`` pack those hours again.
+        Each hour's advisory lock (taken in hour order: no deadlock between two such writes) waits for a
+        ``compact`` that is packing that hour right now."""
+        params = {"mark": packed_to}
+        cursor = await conn.execute(
+            "SELECT DISTINCT ts - ts %% 3600000 FROM samples_staging WHERE ts < %(mark)s ORDER BY 1", params
+        )
+        hours = [int(row[0]) for row in await cursor.fetchall()]
+        for hour in hours:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_COMPACT_LOCK_CLASS, hour // HOUR_MS))
+        await conn.execute(_UNPACK.format(pairs=_STAGED_PACKED_PAIRS), params)
+        await conn.execute(
+            "INSERT INTO compact_dirty (hour) SELECT unnest(%s::bigint[]) ON CONFLICT DO NOTHING", (hours,)
+        )
 
     @staticmethod
     async def _copy(conn: Connection, statement: str, samples: Sequence[SampleRow]) -> None:
@@ -438,10 +557,10 @@ class PostgresTelemetryStore(StoreLifecycle):
     ) -> list[HistoryPoint]:
         resolution = resolution_for_step(step_ms)
         async with self._session("history") as conn:
-            if step_ms is None:
-                cursor = await conn.execute(_HISTORY_RAW, (series_id, start, end))
-                return [HistoryPoint(ts, v, v, v, v, 1, q) for ts, v, q in await cursor.fetchall()]
             params = {"id": series_id, "start": start, "end": end, "step": step_ms}
+            if step_ms is None:
+                cursor = await conn.execute(_HISTORY_RAW, params)
+                return [HistoryPoint(ts, v, v, v, v, 1, q) for ts, v, q in await cursor.fetchall()]
             if resolution is Resolution.RAW:
                 cursor = await conn.execute(_HISTORY_RAW_STEP, params)
             else:
@@ -452,7 +571,7 @@ class PostgresTelemetryStore(StoreLifecycle):
 
     async def count(self) -> int:
         async with self._session("count") as conn:
-            cursor = await conn.execute("SELECT count(*) FROM samples")
+            cursor = await conn.execute(_COUNT)
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
@@ -492,10 +611,87 @@ class PostgresTelemetryStore(StoreLifecycle):
                 )
                 return written
 
+    async def compact(self, now_ms: int) -> int:
+        """Pack the rows of due hours into blocks (``TelemetryStore.compact``); the number of blocks.
+
+        First the ``compact_mark`` moves forward (under ``FOR UPDATE``: writes that decided under the old
+        mark have committed, later ones see the new mark and unpack what they touch below it). Then each
+        due hour — new ones since the last run and ``compact_dirty`` ones that late writes reopened — is
+        packed in slices of ``_COMPACT_SLICE_SERIES`` series, each slice one transaction holding the
+        hour's advisory lock (a late write into that hour waits for it). A day partition of ``samples``
+        left empty is truncated, which frees its space at once (deleted rows would otherwise wait for
+        VACUUM).
+        """
+        after = self._settings.compact_after_ms
+        async with self._session("compact") as conn:
+            known = await self._known_partitions(conn)
+            async with conn.transaction():
+                cursor = await conn.execute(_LOCK_COMPACT_MARK)
+                row = await cursor.fetchone()
+                old_mark, minute_mark = row if row else (None, None)
+                if minute_mark is None:
+                    return 0  # nothing rolled up yet: the rollup still needs every row
+                new_mark = min(bucket_start(now_ms - after, HOUR_MS), bucket_start(minute_mark, HOUR_MS))
+                if old_mark is None:
+                    if not known["samples"]:
+                        return 0
+                    old_mark = min(bucket_start(min(known["samples"]), HOUR_MS), new_mark)
+                new_mark = max(new_mark, old_mark)
+                await conn.execute(
+                    "UPDATE telemetry_meta SET value = %s WHERE key = 'compact_mark'", (new_mark,)
+                )
+                cursor = await conn.execute("SELECT hour FROM compact_dirty WHERE hour < %s", (new_mark,))
+                hours = {int(r[0]) for r in await cursor.fetchall()}
+            hours.update(range(old_mark, new_mark, HOUR_MS))
+            cursor = await conn.execute("SELECT min(id), max(id) FROM series")
+            first_id, last_id = (await cursor.fetchone()) or (None, None)
+            written = 0
+            for hour in sorted(hours):
+                if first_id is not None:
+                    written += await self._compact_hour(conn, hour, int(first_id), int(last_id))
+                await conn.execute("DELETE FROM compact_dirty WHERE hour = %s", (hour,))
+            await self._truncate_packed_days(conn, new_mark, {bucket_start(h, DAY_MS) for h in hours})
+        if written:
+            log.info("telemetry_compacted", blocks=written, hours=len(hours), compacted_to=new_mark)
+        return written
+
+    @staticmethod
+    async def _compact_hour(conn: Connection, hour: int, first_id: int, last_id: int) -> int:
+        written = 0
+        for a in range(first_id, last_id + 1, _COMPACT_SLICE_SERIES):
+            params = {"lo": hour, "hi": hour + HOUR_MS, "a": a, "b": a + _COMPACT_SLICE_SERIES}
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)", (_COMPACT_LOCK_CLASS, hour // HOUR_MS)
+                )
+                # Defensive: a block already there for a pair with rows would be replaced; merge it first.
+                await conn.execute(_UNPACK.format(pairs=_SLICE_PAIRS), params)
+                written += (await conn.execute(_COMPACT_SLICE, params)).rowcount
+        return written
+
+    async def _truncate_packed_days(self, conn: Connection, mark: int, days: set[int]) -> None:
+        """Truncate the ``samples`` partitions of whole days below ``mark`` that hold no row any more."""
+        known = (await self._known_partitions(conn))["samples"]
+        for day in sorted(days):
+            name = known.get(day)
+            if name is None or day + DAY_MS > mark:
+                continue
+            table = sql.Identifier(name)
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(table))
+                    cursor = await conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table))
+                    row = await cursor.fetchone()
+                    if row is not None and not row[0]:
+                        await conn.execute(sql.SQL("TRUNCATE {}").format(table))
+            except psycopg.errors.LockNotAvailable:
+                continue  # a late write is using it; the next run truncates it
+
     async def apply_retention(self, now_ms: int) -> int:
         settings = self._settings
         retention = {
             "samples": settings.raw_retention_ms,
+            "sample_blocks": settings.raw_retention_ms,
             "rollup_1m": settings.rollup_1m_retention_ms,
             "rollup_1h": settings.rollup_1h_retention_ms,
         }
@@ -512,6 +708,9 @@ class PostgresTelemetryStore(StoreLifecycle):
                     dropped += 1
             await conn.execute(
                 "DELETE FROM rollup_dirty WHERE bucket < %s", (now_ms - settings.raw_retention_ms,)
+            )
+            await conn.execute(
+                "DELETE FROM compact_dirty WHERE hour < %s", (now_ms - settings.raw_retention_ms,)
             )
             await self._ensure_ahead(conn, now_ms)
         return dropped
