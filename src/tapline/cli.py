@@ -131,6 +131,9 @@ def _bench_query_edge_parsers(commands: Any) -> None:
     query.add_argument("--queries", type=int, default=200, help="queries per window (default 200)")
     query.add_argument("--via", choices=("service", "http"), default="service")
     query.add_argument("--no-analyze", action="store_true", help="PostgreSQL: no ANALYZE after the load")
+    query.add_argument(
+        "--no-compact", action="store_true", help="keep every value a row (no compaction job after each hour)"
+    )
     query.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated standard room")
     edge.add_argument("--duration", type=float, default=60.0, help="measured seconds after the warm-up")
@@ -145,7 +148,7 @@ async def _bench_query_edge(args: argparse.Namespace) -> None:
 
         bench = QueryBench(
             db=args.db, rooms=args.rooms, days=args.days, interval_s=args.interval, points=args.points,
-            queries=args.queries, via=args.via, analyze=not args.no_analyze,
+            queries=args.queries, via=args.via, analyze=not args.no_analyze, compact=not args.no_compact,
         )  # fmt: skip
         result = await run_query_bench(bench)
     else:

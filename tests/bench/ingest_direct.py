@@ -69,6 +69,9 @@ class CountingStore(StoreLifecycle):
     async def rollup(self, now_ms: int) -> int:
         return 0
 
+    async def compact(self, now_ms: int) -> int:
+        return 0
+
     async def apply_retention(self, now_ms: int) -> int:
         return 0
 

@@ -4,10 +4,13 @@ One run:
 1. **Load** ``rooms × points`` series with ``days`` of samples every ``interval`` seconds, ending at the
    current hour, through the store's own write path (``TelemetryStore.write``: binary COPY on PostgreSQL,
    ``executemany`` in one transaction on SQLite) in time order, ``batch_rows`` rows a call, and run the
-   rollup job (``Maintenance.rollup_once``) after every loaded hour, as the cloud's maintenance task
-   would have. The database should be fresh: the figures count what this run wrote.
+   rollup job (``Maintenance.rollup_once``) and the compaction job (``Maintenance.compact_once``: hours
+   closed more than ``compact_after_ms`` ago become one block per series and hour) after every loaded
+   hour, as the cloud's maintenance task would have; ``compact=False`` keeps every row (the layout before
+   compaction, for comparison). The database should be fresh: the figures count what this run wrote.
 2. **Measure** the database's size on disk (PostgreSQL: ``pg_total_relation_size`` summed over every
-   partition of ``samples``, ``rollup_1m``, ``rollup_1h`` plus ``series`` and the small tables, i.e.
+   partition of ``samples``, ``sample_blocks``, ``rollup_1m``, ``rollup_1h`` plus ``series`` and the small
+   tables, i.e.
    heap + indexes + TOAST; SQLite: the file, its WAL and shared-memory files after a checkpoint, and
    per table from ``dbstat`` where SQLite has it) and divide by the raw rows stored.
 3. **Query**, on a store closed and opened again (a fresh connection, no plan or statement cache; the
@@ -99,6 +102,8 @@ class QueryBench:
     seed: int = 1
     analyze: bool = True
     """PostgreSQL: ``ANALYZE`` the telemetry tables after loading, as autovacuum would (``_statistics``)."""
+    compact: bool = True
+    """Run the compaction job after every loaded hour, as the cloud does (False: every value a row)."""
 
 
 def point_names(count: int) -> list[str]:
@@ -140,6 +145,8 @@ class _Load:
     write_s: float = 0.0
     rollup_s: float = 0.0
     rollup_rows: int = 0
+    compact_s: float = 0.0
+    blocks: int = 0
     wall_s: float = 0.0
     cpu_self_s: float = 0.0
     cpu_db_s: float = 0.0
@@ -185,6 +192,11 @@ async def _load(
         rows = await maintenance.rollup_once(min(hour + HOUR_MS, end))
         result.rollup_s += time.perf_counter() - began
         result.rollup_rows += rows or 0
+        if bench.compact:
+            began = time.perf_counter()
+            blocks = await maintenance.compact_once(min(hour + HOUR_MS, end))
+            result.compact_s += time.perf_counter() - began
+            result.blocks += blocks or 0
     result.wall_s = time.perf_counter() - wall0
     result.cpu_self_s = _cpu_self() - cpu0
     result.cpu_db_s = cpu_seconds(db_pids) - db0
@@ -206,7 +218,7 @@ def _statistics(db: str, analyze: bool) -> dict[str, Any]:
         took = None
         if analyze:
             began = time.perf_counter()
-            pg.execute("ANALYZE samples, rollup_1m, rollup_1h, series")
+            pg.execute("ANALYZE samples, sample_blocks, rollup_1m, rollup_1h, series")
             took = round(time.perf_counter() - began, 2)
     return {"analyze": analyze, "analyze_s": took, "server_autovacuum": autovacuum}
 
@@ -238,7 +250,17 @@ def disk_usage(db: str) -> dict[str, Any]:
 
     with psycopg.connect(parsed.target) as pg:
         tables = {}
-        for table in ("samples", "rollup_1m", "rollup_1h", "series", "rollup_dirty", "telemetry_meta"):
+        tables_measured = (
+            "samples",
+            "sample_blocks",
+            "rollup_1m",
+            "rollup_1h",
+            "series",
+            "rollup_dirty",
+            "compact_dirty",
+            "telemetry_meta",
+        )
+        for table in tables_measured:
             row = pg.execute(
                 "SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size(%s::regclass))"
                 " FROM pg_partition_tree(%s::regclass)",
@@ -403,6 +425,9 @@ async def run_query_bench(bench: QueryBench) -> dict[str, Any]:
             "write_s": round(load.write_s, 2),
             "rollup_s": round(load.rollup_s, 2),
             "rollup_rows": load.rollup_rows,
+            "compact": bench.compact,
+            "compact_s": round(load.compact_s, 2),
+            "blocks": load.blocks,
             "rows_per_s": round(load.rows / load.wall_s) if load.wall_s else None,
             "rows_per_s_in_write": round(load.rows / load.write_s) if load.write_s else None,
             "cpu_s": {

@@ -1,11 +1,14 @@
-"""Scheduled store maintenance: rollups (1-minute and 1-hour) and retention.
+"""Scheduled store maintenance: rollups (1-minute and 1-hour), compaction and retention.
 
 Rules:
-- The store never reads the clock for these (``rollup(now_ms)``, ``apply_retention(now_ms)``); this
+- The store never reads the clock for these (``rollup``, ``compact``, ``apply_retention``: ``now_ms``); this
   scheduler is the one place that does, so tests drive ``rollup_once`` with any time.
 - A failing run (``StoreError``: database down, lock timeout) is logged and counted and tried again at
   the next period; rollups catch up by themselves (the store keeps its own marks). Anything else is a
   bug and propagates to the task supervisor.
+- Compaction runs right after a rollup (it packs only rolled-up hours) every ``compact_interval_s``: an
+  hour becomes due once per hour, so a run every few minutes keeps at most ``compact_after_ms`` plus
+  that of raw rows unpacked.
 - ``rolled_up_to`` is the clock value of the last successful rollup: rollup buckets that closed before
   it are complete, so the history service reads rollups up to there and raw samples after it.
 """
@@ -35,11 +38,16 @@ class MaintenanceCounters:
     retention_runs: int = 0
     retention_removed: int = 0
     retention_failures: int = 0
+    compactions: int = 0
+    compacted_blocks: int = 0
+    compaction_failures: int = 0
     rollup_seconds: Histogram = field(default_factory=Histogram)
+    compaction_seconds: Histogram = field(default_factory=Histogram)
 
 
 class Maintenance:
-    """Runs rollups every ``rollup_interval_s`` and retention every ``retention_interval_s``."""
+    """Runs rollups every ``rollup_interval_s``, compaction every ``compact_interval_s`` and retention
+    every ``retention_interval_s``."""
 
     def __init__(
         self,
@@ -48,11 +56,13 @@ class Maintenance:
         *,
         rollup_interval_s: float = 30.0,
         retention_interval_s: float = 3_600.0,
+        compact_interval_s: float = 300.0,
     ) -> None:
         self.store = store
         self.clock_ms = clock_ms
         self.rollup_interval_s = rollup_interval_s
         self.retention_interval_s = retention_interval_s
+        self.compact_interval_s = compact_interval_s
         self.counters = MaintenanceCounters()
         self.rolled_up_to: int | None = None
 
@@ -72,6 +82,21 @@ class Maintenance:
         self.rolled_up_to = now if self.rolled_up_to is None else max(self.rolled_up_to, now)
         return rows
 
+    async def compact_once(self, now_ms: int | None = None) -> int | None:
+        """One compaction; the blocks written, or None if it failed (logged and counted)."""
+        now = self.clock_ms() if now_ms is None else now_ms
+        started = time.perf_counter()
+        try:
+            blocks = await self.store.compact(now)
+        except StoreError as exc:
+            self.counters.compaction_failures += 1
+            log.warning("compaction_failed", error=str(exc), failures=self.counters.compaction_failures)
+            return None
+        self.counters.compaction_seconds.observe(time.perf_counter() - started)
+        self.counters.compactions += 1
+        self.counters.compacted_blocks += blocks
+        return blocks
+
     async def retention_once(self, now_ms: int | None = None) -> int | None:
         """One retention pass; what was removed, or None if it failed (logged and counted)."""
         now = self.clock_ms() if now_ms is None else now_ms
@@ -88,11 +113,14 @@ class Maintenance:
         return removed
 
     async def run(self) -> None:
-        """Forever: a rollup now and every period, retention at start and every period."""
+        """Forever: a rollup now and every period, compaction and retention at start and every period."""
         loop = asyncio.get_running_loop()
-        next_retention = loop.time()
+        next_retention = next_compaction = loop.time()
         while True:
-            await self.rollup_once()
+            rolled = await self.rollup_once()
+            if rolled is not None and loop.time() >= next_compaction:
+                await self.compact_once()
+                next_compaction = loop.time() + self.compact_interval_s
             if loop.time() >= next_retention:
                 await self.retention_once()
                 next_retention = loop.time() + self.retention_interval_s
@@ -104,6 +132,10 @@ class Maintenance:
         out.counter(p + "rollup_rows_total", "Rollup rows written.", c.rollup_rows)
         out.counter(p + "rollup_failures_total", "Rollup runs that failed.", c.rollup_failures)
         out.histogram(p + "rollup_seconds", "Duration of rollup runs.", c.rollup_seconds)
+        out.counter(p + "compactions_total", "Successful compaction runs.", c.compactions)
+        out.counter(p + "compacted_blocks_total", "Blocks written by compaction.", c.compacted_blocks)
+        out.counter(p + "compaction_failures_total", "Compaction runs that failed.", c.compaction_failures)
+        out.histogram(p + "compaction_seconds", "Duration of compaction runs.", c.compaction_seconds)
         out.counter(p + "retention_runs_total", "Successful retention runs.", c.retention_runs)
         out.counter(
             p + "retention_removed_total", "Partitions or rows removed by retention.", c.retention_removed

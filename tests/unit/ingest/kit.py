@@ -268,6 +268,9 @@ class MemoryStore(StoreLifecycle):
     async def rollup(self, now_ms: int) -> int:
         return 0
 
+    async def compact(self, now_ms: int) -> int:
+        return 0  # rows in a dict: there is nothing to pack
+
     async def apply_retention(self, now_ms: int) -> int:
         return 0
 

@@ -26,6 +26,7 @@ class FlakyStore(MemoryStore):
         super().__init__()
         self.error = error
         self.rollups: list[int] = []
+        self.compactions: list[int] = []
 
     async def rollup(self, now_ms: int) -> int:
         if self.error is not None:
@@ -38,22 +39,33 @@ class FlakyStore(MemoryStore):
             raise self.error
         return 2
 
+    async def compact(self, now_ms: int) -> int:
+        if self.error is not None:
+            raise self.error
+        self.compactions.append(now_ms)
+        return 3
+
 
 async def test_rollup_failure_is_counted_and_the_next_run_catches_up() -> None:
     store = FlakyStore(StoreUnavailable("database restarting"))
     maintenance = Maintenance(store, lambda: 120_000)
     assert await maintenance.rollup_once() is None
     assert await maintenance.retention_once() is None
-    assert (maintenance.counters.rollup_failures, maintenance.counters.retention_failures) == (1, 1)
+    assert await maintenance.compact_once() is None
+    counters = maintenance.counters
+    assert (counters.rollup_failures, counters.retention_failures, counters.compaction_failures) == (1, 1, 1)
     assert maintenance.rolled_up_to is None
     store.error = None
     assert await maintenance.rollup_once(180_000) == 7
     assert maintenance.rolled_up_to == 180_000
     assert await maintenance.retention_once() == 2
+    assert await maintenance.compact_once() == 3
     out = Exposition()
     maintenance.collect(out)
     assert "tapline_store_rollup_failures_total 1\n" in out.text()
     assert "tapline_store_rolled_up_to_ms 180000\n" in out.text()
+    assert "tapline_store_compacted_blocks_total 3\n" in out.text()
+    assert "tapline_store_compaction_failures_total 1\n" in out.text()
 
 
 async def test_a_bug_in_a_rollup_is_not_swallowed() -> None:
@@ -72,6 +84,7 @@ async def test_the_schedule_runs_rollups_every_period() -> None:
     assert store.rollups == sorted(set(store.rollups))
     assert maintenance.rolled_up_to == store.rollups[-1]
     assert maintenance.counters.retention_runs == 1  # retention has its own, longer period
+    assert len(store.compactions) == 1  # right after the first rollup, then every 300 s
 
 
 def test_exposition_text_format() -> None:
