@@ -20,6 +20,10 @@ subprocess. Figures:
   returned it minus the event's ``at`` — the sample timestamp the fleet put on the value that made the
   alarm due (plus its rule's on-delay, if any). Generator, broker and cloud share this machine's clock.
   The events are whatever the fleet's physics raises (no injected violations), counted in ``alarm_events``.
+- ``references`` (unless ``--no-references``): performance.md §8's R1, R2, R2 with decode, R7, R5 and R9
+  measured after the run with its message shape, rate and row count (``bench.references``), and the §9
+  ratios: ``ratio_*`` = stored ``values_per_s`` over each reference's values/s (``ratio_r2_decode``,
+  goal ≥ 0.7), ``r7_p50_ms`` / ``r7_p99_ms`` and ``ratio_alarm_p99_r7`` (stretch goal ≤ 100).
 """
 
 from __future__ import annotations
@@ -54,7 +58,16 @@ from tapline.sim.fleet_record import read_record
 from tapline.sim.names import DISTRICTS
 from tapline.store.telemetry import parse_store_url
 
-__all__ = ["IngestBench", "Loss", "account_loss", "percentile", "run_ingest_bench"]
+__all__ = [
+    "IngestBench",
+    "Loss",
+    "ReferenceCounts",
+    "account_loss",
+    "measure_references",
+    "percentile",
+    "reference_ratios",
+    "run_ingest_bench",
+]
 
 Key = tuple[str, str, int]
 
