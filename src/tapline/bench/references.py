@@ -28,6 +28,7 @@ on the same shared cores.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -365,17 +366,17 @@ def transport_latency_reference(
     so nothing in this process can hold it up. Warm-up lines go through first, until one arrives:
     connecting and subscribing are not latency."""
     topic = f"tapline-bench/{tag}/r7"
+    sub_tool, pub_tool = _tool("mosquitto_sub"), _tool("mosquitto_pub")  # before anything is started
     filler = b"x" * max(shape.payload_bytes - 21, 1)  # a 19-digit stamp, a space, the newline
     handle, name = tempfile.mkstemp(prefix="tapline-ref-r7-", suffix=".txt")
     received = Path(name)
     subscriber = subprocess.Popen(  # noqa: S603  # fixed arguments, the tool resolved by _tool
-        [_tool("mosquitto_sub"), "-h", broker.host, "-p", str(broker.port), "-t", topic, "-q", "0",
-         "-F", "%U %p"],
+        [sub_tool, "-h", broker.host, "-p", str(broker.port), "-t", topic, "-q", "0", "-F", "%U %p"],
         stdout=handle,
-    )  # fmt: skip
+    )
     os.close(handle)
     publisher = subprocess.Popen(  # noqa: S603  # fixed arguments, the tool resolved by _tool
-        [_tool("mosquitto_pub"), "-h", broker.host, "-p", str(broker.port), "-t", topic, "-q", "0", "-l"],
+        [pub_tool, "-h", broker.host, "-p", str(broker.port), "-t", topic, "-q", "0", "-l"],
         stdin=subprocess.PIPE,
     )
     pipe = publisher.stdin
@@ -400,7 +401,8 @@ def transport_latency_reference(
             time.sleep(0.001)
         _await_count(lambda: received.stat().st_size, 1 << 62, 0.3)  # until the file stops growing
     finally:
-        pipe.close()
+        with contextlib.suppress(BrokenPipeError):  # the publisher died: its exit is the error to see
+            pipe.close()
         subscriber.terminate()
         for process in (publisher, subscriber):
             try:
