@@ -20,6 +20,10 @@ subprocess. Figures:
   returned it minus the event's ``at`` — the sample timestamp the fleet put on the value that made the
   alarm due (plus its rule's on-delay, if any). Generator, broker and cloud share this machine's clock.
   The events are whatever the fleet's physics raises (no injected violations), counted in ``alarm_events``.
+- ``references`` (unless ``--no-references``): performance.md §8's R1, R2, R2 with decode, R7, R5 and R9
+  measured after the run with its message shape, rate and row count (``bench.references``), and the §9
+  ratios: ``ratio_*`` = stored ``values_per_s`` over each reference's values/s (``ratio_r2_decode``,
+  goal ≥ 0.7), ``r7_p50_ms`` / ``r7_p99_ms`` and ``ratio_alarm_p99_r7`` (stretch goal ≤ 100).
 """
 
 from __future__ import annotations
@@ -54,7 +58,16 @@ from tapline.sim.fleet_record import read_record
 from tapline.sim.names import DISTRICTS
 from tapline.store.telemetry import parse_store_url
 
-__all__ = ["IngestBench", "Loss", "account_loss", "percentile", "run_ingest_bench"]
+__all__ = [
+    "IngestBench",
+    "Loss",
+    "ReferenceCounts",
+    "account_loss",
+    "measure_references",
+    "percentile",
+    "reference_ratios",
+    "run_ingest_bench",
+]
 
 Key = tuple[str, str, int]
 
@@ -454,7 +467,13 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     try:
         if bench.references:
             result["references"] = await asyncio.to_thread(
-                measure_references, bench, fleet_json, run_id, loss.stored, values_per_s
+                measure_references,
+                bench,
+                fleet_json,
+                run_id,
+                loss.stored,
+                values_per_s,
+                result["alarm_p99_ms"],
             )
     finally:
         if bench.workdir is None:
@@ -463,14 +482,22 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
 
 
 def measure_references(
-    bench: IngestBench, fleet_json: Path, tag: str, rows: int, values_per_s: float
+    bench: IngestBench,
+    fleet_json: Path,
+    tag: str,
+    rows: int,
+    values_per_s: float,
+    alarm_p99_ms: float | None,
+    counts: ReferenceCounts | None = None,
 ) -> dict[str, Any]:
-    """R1, R2, R5 of performance.md §8 with this run's message shape and row count, and the ratios."""
+    """R1, R2, R2 with decode, R7, R5, R9 of performance.md §8 with this run's message shape, message
+    rate and row count, and the ratios (``reference_ratios``)."""
     import json
 
     from tapline.bench import references as refs
     from tapline.bench.naive import naive_pipeline_reference
 
+    n = counts or ReferenceCounts()
     report = json.loads(fleet_json.read_text())
     msgs = float(report["messages_per_s"]) or 1.0
     shape = refs.MessageShape(
@@ -478,25 +505,54 @@ def measure_references(
         values_per_message=float(report["values_per_s"]) / msgs,
     )
     broker = BrokerUrl.parse(bench.broker)
-    count = 200_000
+    latency = refs.transport_latency_reference(broker, shape, refs.latency_rate(msgs), n.latency_s, tag)
     out: dict[str, Any] = {
         "payload_bytes": shape.payload_bytes,
         "values_per_message": round(shape.values_per_message, 2),
-        "broker": refs.broker_reference(broker, shape, count, tag),
-        "python_receive": refs.python_receive_reference(broker, shape, count, tag),
+        "broker": refs.broker_reference(broker, shape, n.messages, tag),
+        "python_receive": refs.python_receive_reference(broker, shape, n.messages, tag),
+        "python_decode": refs.python_decode_reference(broker, shape, n.decoded_messages, tag),
+        "transport_latency": latency,
+        "r7_p50_ms": latency["p50_ms"],
+        "r7_p99_ms": latency["p99_ms"],
         "db_copy": refs.db_copy_reference(bench.db, max(rows, 1)),
         "naive_pipeline": naive_pipeline_reference(
-            broker, bench.db, max(round(shape.values_per_message), 1), count, tag
+            broker, bench.db, max(round(shape.values_per_message), 1), n.messages, tag
         ),
     }
+    out.update(reference_ratios(out, values_per_s, alarm_p99_ms))
+    return out
+
+
+@dataclass(frozen=True)
+class ReferenceCounts:
+    """How much each reference handles: bounded, so all of them take about half a minute beside a run
+    (they share its cores). R2 with decode gets fewer messages: it is the slowest per message."""
+
+    messages: int = 200_000
+    """R1, R2, R9."""
+    decoded_messages: int = 50_000
+    latency_s: float = 3.0
+
+
+def reference_ratios(
+    references: dict[str, Any], values_per_s: float, alarm_p99_ms: float | None
+) -> dict[str, float | None]:
+    """The §9 ratios: stored values/s over each reference's values/s (``ratio_r2_decode``: goal
+    ≥ 0.7, one worker against the receive + decode floor), and the alarm p99 over R7's p99 (stretch
+    goal ≤ 100). None where a figure is missing."""
 
     def ratio(name: str) -> float | None:
-        reference = out[name]
+        reference = references.get(name)
         denominator = reference.get("values_per_s") if isinstance(reference, dict) else None
         return round(values_per_s / denominator, 4) if denominator else None
 
-    out["ratio_broker"] = ratio("broker")
-    out["ratio_python_receive"] = ratio("python_receive")
-    out["ratio_copy"] = ratio("db_copy")
-    out["ratio_naive"] = ratio("naive_pipeline")
-    return out
+    r7 = references.get("r7_p99_ms")
+    return {
+        "ratio_broker": ratio("broker"),
+        "ratio_python_receive": ratio("python_receive"),
+        "ratio_r2_decode": ratio("python_decode"),
+        "ratio_copy": ratio("db_copy"),
+        "ratio_naive": ratio("naive_pipeline"),
+        "ratio_alarm_p99_r7": round(alarm_p99_ms / r7, 1) if alarm_p99_ms is not None and r7 else None,
+    }
