@@ -490,12 +490,14 @@ def measure_references(
     alarm_p99_ms: float | None,
     counts: ReferenceCounts | None = None,
 ) -> dict[str, Any]:
-    """R1, R2, R2 with decode, R7, R5, R9 of performance.md §8 with this run's message shape, message
-    rate and row count, and the ratios (``reference_ratios``)."""
+    """R1, R2, R2 with decode, R7, R5, R5w (the ingest's writer alone), R9 of performance.md §8 with
+    this run's message shape, message rate and row count, and the ratios (``reference_ratios``)."""
+    import asyncio
     import json
 
     from tapline.bench import references as refs
     from tapline.bench.naive import naive_pipeline_reference
+    from tapline.bench.writer_ref import writer_reference
 
     n = counts or ReferenceCounts()
     report = json.loads(fleet_json.read_text())
@@ -516,6 +518,7 @@ def measure_references(
         "r7_p50_ms": latency["p50_ms"],
         "r7_p99_ms": latency["p99_ms"],
         "db_copy": refs.db_copy_reference(bench.db, max(rows, 1)),
+        "storage_writer": asyncio.run(writer_reference(bench.db, max(rows, 1))),
         "naive_pipeline": naive_pipeline_reference(
             broker, bench.db, max(round(shape.values_per_message), 1), n.messages, tag
         ),
@@ -539,7 +542,8 @@ def reference_ratios(
     references: dict[str, Any], values_per_s: float, alarm_p99_ms: float | None
 ) -> dict[str, float | None]:
     """The §9 ratios: stored values/s over each reference's values/s (``ratio_r2_decode``: goal
-    ≥ 0.7, one worker against the receive + decode floor), and the alarm p99 over R7's p99 (stretch
+    ≥ 0.7, one worker against the receive + decode floor), the storage writer alone over the COPY
+    ceiling (``ratio_writer_copy``: goal ≥ 0.5, §9.4), and the alarm p99 over R7's p99 (stretch
     goal ≤ 100). None where a figure is missing."""
 
     def ratio(name: str) -> float | None:
@@ -548,11 +552,16 @@ def reference_ratios(
         return round(values_per_s / denominator, 4) if denominator else None
 
     r7 = references.get("r7_p99_ms")
+    writer, copy = references.get("storage_writer"), references.get("db_copy")
+    writer_copy = None
+    if isinstance(writer, dict) and isinstance(copy, dict) and copy.get("values_per_s"):
+        writer_copy = round(writer["values_per_s"] / copy["values_per_s"], 4)
     return {
         "ratio_broker": ratio("broker"),
         "ratio_python_receive": ratio("python_receive"),
         "ratio_r2_decode": ratio("python_decode"),
         "ratio_copy": ratio("db_copy"),
+        "ratio_writer_copy": writer_copy,
         "ratio_naive": ratio("naive_pipeline"),
         "ratio_alarm_p99_r7": round(alarm_p99_ms / r7, 1) if alarm_p99_ms is not None and r7 else None,
     }

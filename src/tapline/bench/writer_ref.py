@@ -50,12 +50,13 @@ def _chunks(count: int) -> tuple[list[SeriesKey], list[tuple[str, tuple[Reading,
         for r in range(rooms):
             site = f"PR-{r:04d}"
             for first in range(0, POINTS_PER_ROOM, VALUES_PER_MESSAGE):
+                last = min(first + VALUES_PER_MESSAGE, first + count - made)
                 readings = tuple(
                     Reading(names[p], ts, 0.5 + (p * 7 + second) % 97, Quality.GOOD)
-                    for p in range(first, first + VALUES_PER_MESSAGE)
+                    for p in range(first, last)
                 )
                 chunks.append((site, readings))
-                made += VALUES_PER_MESSAGE
+                made += len(readings)
                 if made >= count:
                     return keys, chunks
         second += 1

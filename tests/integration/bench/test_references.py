@@ -54,5 +54,6 @@ def test_measure_references_reports_r2_decode_and_r7_beside_the_others(
     assert out["r7_p50_ms"] == out["transport_latency"]["p50_ms"]
     assert out["r7_p99_ms"] == out["transport_latency"]["p99_ms"] > 0
     assert out["ratio_alarm_p99_r7"] == round(25.0 / out["r7_p99_ms"], 1)
-    for name in ("ratio_broker", "ratio_python_receive", "ratio_copy", "ratio_naive"):
+    for name in ("ratio_broker", "ratio_python_receive", "ratio_copy", "ratio_writer_copy", "ratio_naive"):
         assert out[name] is not None, name
+    assert out["storage_writer"]["rows"] == 1_000  # the run's row count, through the real writer

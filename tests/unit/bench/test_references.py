@@ -65,8 +65,11 @@ def test_ratios_divide_the_stored_rate_by_each_reference() -> None:
         "ratio_python_receive": 0.2,
         "ratio_r2_decode": 0.8,
         "ratio_copy": None,
+        "ratio_writer_copy": None,
         "ratio_naive": None,
         "ratio_alarm_p99_r7": 240.0,
     }
     assert reference_ratios({"r7_p99_ms": None}, 1.0, 120.0)["ratio_alarm_p99_r7"] is None
+    writer = {"storage_writer": {"values_per_s": 150_000}, "db_copy": {"values_per_s": 300_000}}
+    assert reference_ratios(writer, 1.0, None)["ratio_writer_copy"] == 0.5
     assert reference_ratios({"r7_p99_ms": 0.5}, 1.0, None)["ratio_alarm_p99_r7"] is None
