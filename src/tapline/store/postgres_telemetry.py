@@ -10,6 +10,16 @@ Why it looks like this:
   partitions (they are 60× and 3,600× smaller). There is no DEFAULT partition: a row in it would make
   every later partition creation scan it; instead partitions are created ahead for the next days and on
   demand for a batch that falls outside (a backfill from days ago), before the write transaction.
+- **Compaction: one row per series and hour once the hour is old.** A row per value costs ≈ 100 B with
+  its key; ``compact`` packs every closed, rolled-up hour older than ``compact_after_ms`` into
+  ``sample_blocks`` — the float64 values as an array, timestamps as ``t0 + i * step`` when regular (else
+  int4 offsets from the hour), qualities only when one is not good: ≈ 8.5 B a value. The packing is one
+  statement per hour and 500 series inside PostgreSQL (``DELETE … RETURNING`` into ``array_agg``). For
+  any (series, hour) the values are in the rows or in a block, never both: reads union the two; a write
+  that reaches a packed hour first unpacks the blocks it touches (in its own transaction, after taking
+  the hour's advisory lock, so it waits for a compaction of that hour) and queues the hour in
+  ``compact_dirty`` to be packed again. ``compact_mark`` (``FOR UPDATE`` by compaction, ``FOR SHARE`` by
+  writes) tells a write whether it reaches a packed hour.
 - **Idempotent COPY, fast in the common case.** COPY cannot skip duplicates, and ``INSERT … ON CONFLICT``
   is slow. A batch is therefore first COPYed (binary) straight into ``samples`` inside a savepoint — live
   data almost never repeats, and this path ran at 490–600 k rows/s here. If the key is already there (a
