@@ -343,6 +343,10 @@ class PostgresTelemetryStore(StoreLifecycle):
         if conn is not None and not conn.closed and not conn.broken:
             return conn
         await self._discard()
+        self._conn = conn = await self._connect()
+        return conn
+
+    async def _connect(self) -> Connection:
         conn = await psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, connect_timeout=max(1, round(self._settings.connect_timeout_s))
         )
@@ -354,8 +358,29 @@ class PostgresTelemetryStore(StoreLifecycle):
         except BaseException:
             await conn.close()
             raise
-        self._conn = conn
         return conn
+
+    @asynccontextmanager
+    async def _private_session(self, action: str) -> AsyncIterator[Connection]:
+        """A connection of its own for a long job (compaction), so the store's shared connection — the
+        ingest writer's — is never held for it: packing an hour of a city takes minutes, and writes
+        must go on meanwhile. Errors are translated as in ``_session``."""
+        if not self._is_open:
+            raise StoreNotOpen("PostgreSQL telemetry store is not open")
+        conn: Connection | None = None
+        try:
+            conn = await self._connect()
+            yield conn
+        except psycopg.Error as exc:
+            if conn is None or conn.closed or conn.broken:
+                raise StoreUnavailable(f"PostgreSQL {action} failed: {exc}") from exc
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+                raise StoreUnavailable(f"PostgreSQL {action} failed: {exc}") from exc
+            raise StoreError(f"PostgreSQL {action} failed: {exc} (SQLSTATE {exc.sqlstate})") from exc
+        finally:
+            if conn is not None and not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
 
     async def _discard(self) -> None:
         conn, self._conn = self._conn, None
@@ -633,7 +658,7 @@ class PostgresTelemetryStore(StoreLifecycle):
         VACUUM).
         """
         after = self._settings.compact_after_ms
-        async with self._session("compact") as conn:
+        async with self._private_session("compact") as conn:
             known = await self._known_partitions(conn)
             async with conn.transaction():
                 cursor = await conn.execute(_LOCK_COMPACT_MARK)
