@@ -35,6 +35,7 @@ from tapline.logs import get_logger
 from tapline.mqtt import BrokerUrl
 from tapline.mqtt_wire import run_wire_session
 from tapline.notify import NotifyDispatcher, build_dispatcher, load_notify_config
+from tapline.runtime import tune_gc
 from tapline.services import Services
 from tapline.sim.fleet_publish import FleetSettings
 from tapline.sim.fleet_report import FleetReport
@@ -348,6 +349,7 @@ async def run_demo(settings: DemoSettings) -> None:
         await attach_accounts(
             stack.cloud, users, {name: (settings.demo_password, role) for name, role in demo_roles.items()}
         )
+        tune_gc()
         print(f"tapline demo: {len(stack.city.rooms)} pump rooms in {len(stack.city.districts)} districts")
         print(f"  console  http://{settings.host}:{http_port}/")
         print(f"  API      http://{settings.host}:{http_port}/api/v1/sites")
@@ -372,6 +374,7 @@ async def run_serve(settings: ServeSettings) -> None:
         settings.db, BrokerUrl.parse(settings.broker), settings=ingest, notify=settings.notify
     )
     await attach_accounts(cloud, users, {"admin": (settings.admin_password, Role.ADMIN)})
+    tune_gc()  # after the warm start: a long-running process with a hot allocation path (runtime.py)
     owned = ",".join(settings.groups) or "all"
     print(
         f"tapline serve: http://{settings.host}:{settings.port}/ (broker {settings.broker},"

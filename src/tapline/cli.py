@@ -101,6 +101,9 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     ingest.add_argument(
         "--workers", type=int, default=1, help="ingest workers, each owning some districts (default 1)"
     )
+    ingest.add_argument(
+        "--gc-default", action="store_true", help="keep CPython's GC thresholds (serve tunes them)"
+    )
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     _bench_query_edge_parsers(commands)
     flood = commands.add_parser("flood", help="the alarm path while every room raises alarms at once")
@@ -350,6 +353,7 @@ async def _bench_ingest(args: argparse.Namespace) -> None:
         cycle=args.cycle,
         references=not args.no_references,
         workers=args.workers,
+        gc_tuned=not args.gc_default,
     )
     result = await run_ingest_bench(bench)
     text = json.dumps(result, indent=2)

@@ -54,6 +54,7 @@ from tapline.bootstrap import build_cloud
 from tapline.domain.model import Reading
 from tapline.ingest.host import IngestSettings
 from tapline.mqtt import BrokerUrl
+from tapline.runtime import tune_gc
 from tapline.sim.fleet_record import read_record
 from tapline.sim.names import DISTRICTS
 from tapline.store.telemetry import parse_store_url
@@ -91,6 +92,9 @@ class IngestBench:
     workers: int = 1
     """Ingest workers: this process plus ``workers - 1`` ``tapline serve --groups`` subprocesses, the
     districts dealt round-robin (DESIGN §8 scale-out on one machine)."""
+    gc_tuned: bool = True
+    """Tune the garbage collector of the in-process cloud as ``tapline serve`` does (``runtime.py``);
+    False measures CPython's defaults."""
 
 
 @dataclass(frozen=True)
@@ -326,6 +330,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
     broker_pids = pids_named("mosquitto")[:1]
     progress = _Progress()
     since_ms = int(time.time() * 1000) - 1000
+    restore_gc = tune_gc() if bench.gc_tuned else None
     cloud_task = asyncio.create_task(cloud.run(), name="bench-cloud")
     try:
         await workers.start(bench, run_id, shares)
@@ -396,6 +401,8 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
             await cloud_task
         await workers.stop()
         await cloud.close()
+        if restore_gc is not None:
+            restore_gc()
     births_s = bench.sites / 1000.0 / max(bench.processes, 1)  # --birth-rate 1000 rooms/s per process
     warm = started + (bench.warmup_s or births_s + 2.0)
     window = max(ended - warm, 1e-9)
@@ -428,6 +435,7 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
         "alarm_events": len(alarms.latencies_ms),
         "cloud_rss_mb": None if cloud_rss is None else round(cloud_rss, 1),
         "workers": bench.workers,
+        "gc_tuned": bench.gc_tuned,
         "cpu_s": {
             "generator": round(generator_cpu, 2),
             "broker": round(cpu_broker, 2) if broker_pids else None,
