@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from tapline.ingest.metrics import Exposition, Histogram
@@ -70,11 +70,9 @@ class Maintenance:
         """One rollup; the rows written, or None if it failed (logged and counted)."""
         now = self.clock_ms() if now_ms is None else now_ms
         started = time.perf_counter()
-        try:
-            rows = await self.store.rollup(now)
-        except StoreError as exc:
+        rows = await self._attempt("rollup", self.store.rollup, now)
+        if rows is None:
             self.counters.rollup_failures += 1
-            log.warning("rollup_failed", error=str(exc), failures=self.counters.rollup_failures)
             return None
         self.counters.rollup_seconds.observe(time.perf_counter() - started)
         self.counters.rollups += 1
@@ -84,13 +82,10 @@ class Maintenance:
 
     async def compact_once(self, now_ms: int | None = None) -> int | None:
         """One compaction; the blocks written, or None if it failed (logged and counted)."""
-        now = self.clock_ms() if now_ms is None else now_ms
         started = time.perf_counter()
-        try:
-            blocks = await self.store.compact(now)
-        except StoreError as exc:
+        blocks = await self._attempt("compaction", self.store.compact, now_ms)
+        if blocks is None:
             self.counters.compaction_failures += 1
-            log.warning("compaction_failed", error=str(exc), failures=self.counters.compaction_failures)
             return None
         self.counters.compaction_seconds.observe(time.perf_counter() - started)
         self.counters.compactions += 1
@@ -99,18 +94,25 @@ class Maintenance:
 
     async def retention_once(self, now_ms: int | None = None) -> int | None:
         """One retention pass; what was removed, or None if it failed (logged and counted)."""
-        now = self.clock_ms() if now_ms is None else now_ms
-        try:
-            removed = await self.store.apply_retention(now)
-        except StoreError as exc:
+        removed = await self._attempt("retention", self.store.apply_retention, now_ms)
+        if removed is None:
             self.counters.retention_failures += 1
-            log.warning("retention_failed", error=str(exc), failures=self.counters.retention_failures)
             return None
         self.counters.retention_runs += 1
         self.counters.retention_removed += removed
         if removed:
             log.info("retention_applied", removed=removed)
         return removed
+
+    async def _attempt(
+        self, job: str, call: Callable[[int], Awaitable[int]], now_ms: int | None
+    ) -> int | None:
+        """``call(now)``, or None (logged) when the store fails; a bug propagates."""
+        try:
+            return await call(self.clock_ms() if now_ms is None else now_ms)
+        except StoreError as exc:
+            log.warning(f"{job}_failed", error=str(exc))
+            return None
 
     async def run(self) -> None:
         """Forever: a rollup now and every period, compaction and retention at start and every period."""
