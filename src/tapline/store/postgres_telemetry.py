@@ -77,7 +77,7 @@ log = get_logger(__name__)
 
 __all__ = ["PARTITION_WIDTHS", "PostgresTelemetryStore", "days_touched", "partition_name"]
 
-SCHEMA_VERSION = 2  # 2: sample_blocks, compact_dirty, compact_mark (compaction)
+SCHEMA_VERSION = 3  # 2: sample_blocks, compact_dirty, compact_mark; 3: rollup_1m_blocks (compaction)
 
 Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
@@ -86,6 +86,7 @@ PARTITION_WIDTHS = {
     "samples": DAY_MS,
     "sample_blocks": DAY_MS,
     "rollup_1m": 7 * DAY_MS,
+    "rollup_1m_blocks": 7 * DAY_MS,
     "rollup_1h": 28 * DAY_MS,
 }
 
@@ -120,6 +121,14 @@ _SCHEMA = (
     " quals smallint[], PRIMARY KEY (series_id, hour)) PARTITION BY RANGE (hour)",
     "CREATE TABLE IF NOT EXISTS compact_dirty (hour bigint PRIMARY KEY)",
     "INSERT INTO telemetry_meta (key, value) VALUES ('compact_mark', NULL) ON CONFLICT DO NOTHING",
+    # The 1-minute rollups of a day long closed: one row per (series, day); ``offsets`` (minute of the
+    # day) only when some minute is missing.
+    "CREATE TABLE IF NOT EXISTS rollup_1m_blocks (series_id bigint NOT NULL, day bigint NOT NULL,"
+    " offsets smallint[], mins float8[] NOT NULL, maxs float8[] NOT NULL, sums float8[] NOT NULL,"
+    " counts integer[] NOT NULL, lasts float8[] NOT NULL, quals smallint[],"
+    " PRIMARY KEY (series_id, day)) PARTITION BY RANGE (day)",
+    "CREATE TABLE IF NOT EXISTS rollup_pack_dirty (day bigint PRIMARY KEY)",
+    "INSERT INTO telemetry_meta (key, value) VALUES ('rollup_pack_mark', NULL) ON CONFLICT DO NOTHING",
 )
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('tapline.store.telemetry.schema'))"
 _STAGING = (
@@ -146,7 +155,7 @@ _PARTITIONS = """
 SELECT p.relname, c.relname, pg_get_expr(c.relpartbound, c.oid)
 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
 WHERE i.inhparent IN ('samples'::regclass, 'sample_blocks'::regclass, 'rollup_1m'::regclass,
-                      'rollup_1h'::regclass)
+                      'rollup_1m_blocks'::regclass, 'rollup_1h'::regclass)
 """
 _BOUND = re.compile(r"FROM \('?(-?\d+)'?\)")
 
@@ -232,8 +241,21 @@ GROUP BY 1 ORDER BY 1
 _HISTORY_ROLLUP_STEP = """
 SELECT bucket - bucket %% %(step)s::bigint AS b, min(min), max(max), sum(sum) / sum(count),
        (array_agg(last ORDER BY bucket DESC))[1], sum(count), max(quality)
-FROM {table} WHERE series_id = %(id)s AND bucket >= %(start)s AND bucket < %(end)s
+FROM {source} WHERE series_id = %(id)s AND bucket >= %(start)s AND bucket < %(end)s
 GROUP BY 1 ORDER BY 1
+"""
+# The 1-minute rollups of one series: rows, and the minutes of the packed days (as ``_POINTS`` does for
+# raw values). Also what a rollup of hours reads back when it recomputes a packed day's hour.
+_MINUTES = """
+(SELECT series_id, bucket, min, max, sum, count, last, quality FROM rollup_1m
+ UNION ALL
+ SELECT b.series_id, b.day + (coalesce(u.o::integer, u.i::integer - 1)) * 60000::bigint, u.mn, u.mx, u.sm,
+        u.c, u.l, coalesce(u.q, 0::smallint)
+ FROM rollup_1m_blocks b CROSS JOIN LATERAL
+      unnest(b.offsets, b.mins, b.maxs, b.sums, b.counts, b.lasts, b.quals) WITH ORDINALITY
+      AS u(o, mn, mx, sm, c, l, q, i)
+ WHERE b.series_id = %(id)s AND b.day > %(start)s - 86400000 AND b.day < %(end)s
+) m
 """
 _LATEST = """
 SELECT r.id, x.ts, x.value, x.quality FROM series r
@@ -302,6 +324,47 @@ _SLICE_PAIRS = (
     "SELECT series_id, hour FROM sample_blocks"
     " WHERE hour = %(lo)s AND series_id >= %(a)s AND series_id < %(b)s"
 )
+_PACK_MINUTES_SLICE = """
+WITH moved AS (
+    DELETE FROM rollup_1m WHERE series_id >= %(a)s AND series_id < %(b)s AND bucket >= %(lo)s
+      AND bucket < %(hi)s
+    RETURNING series_id, bucket, min, max, sum, count, last, quality
+), g AS (
+    SELECT series_id, count(*) AS n, array_agg(((bucket - %(lo)s) / 60000)::smallint ORDER BY bucket) AS offs,
+           array_agg(min ORDER BY bucket) AS mins, array_agg(max ORDER BY bucket) AS maxs,
+           array_agg(sum ORDER BY bucket) AS sums, array_agg(count::integer ORDER BY bucket) AS counts,
+           array_agg(last ORDER BY bucket) AS lasts, array_agg(quality ORDER BY bucket) AS quals,
+           max(quality) AS worst
+    FROM moved GROUP BY series_id
+)
+INSERT INTO rollup_1m_blocks (series_id, day, offsets, mins, maxs, sums, counts, lasts, quals)
+SELECT series_id, %(lo)s, CASE WHEN n < 1440 THEN offs END, mins, maxs, sums, counts, lasts,
+       CASE WHEN worst <> 0 THEN quals END
+FROM g
+"""
+_UNPACK_MINUTES = """
+WITH gone AS (
+    DELETE FROM rollup_1m_blocks b USING ({pairs}) k
+    WHERE b.series_id = k.series_id AND b.day = k.day
+    RETURNING b.*
+)
+INSERT INTO rollup_1m (series_id, bucket, min, max, sum, count, last, quality)
+SELECT g.series_id, g.day + (coalesce(u.o::integer, u.i::integer - 1)) * 60000::bigint, u.mn, u.mx, u.sm,
+       u.c, u.l, coalesce(u.q, 0::smallint)
+FROM gone g CROSS JOIN LATERAL
+     unnest(g.offsets, g.mins, g.maxs, g.sums, g.counts, g.lasts, g.quals) WITH ORDINALITY
+     AS u(o, mn, mx, sm, c, l, q, i)
+ON CONFLICT DO NOTHING
+"""
+_DIRTY_PACKED_DAYS = (
+    "SELECT DISTINCT series_id, bucket - bucket %% 86400000 AS day FROM rollup_dirty WHERE bucket < %(mark)s"
+)
+_SLICE_DAYS = (
+    "SELECT series_id, day FROM rollup_1m_blocks"
+    " WHERE day = %(lo)s AND series_id >= %(a)s AND series_id < %(b)s"
+)
+_ROLLUP_LOCK = f"SELECT pg_advisory_xact_lock({0x7A12})"
+"""Held by ``rollup`` and by each slice packing 1-minute rollups: the two never touch rollup_1m at once."""
 _COMPACT_SLICE_SERIES = 500
 """Series per compaction statement: bounds its memory (500 × 3,600 one-second values ≈ 40 MB of arrays)."""
 
@@ -599,8 +662,8 @@ class PostgresTelemetryStore(StoreLifecycle):
             if resolution is Resolution.RAW:
                 cursor = await conn.execute(_HISTORY_RAW_STEP, params)
             else:
-                table = "rollup_1m" if resolution is Resolution.MINUTE else "rollup_1h"
-                query = sql.SQL(_HISTORY_ROLLUP_STEP).format(table=sql.Identifier(table))
+                source = sql.SQL(_MINUTES) if resolution is Resolution.MINUTE else sql.Identifier("rollup_1h")
+                query = sql.SQL(_HISTORY_ROLLUP_STEP).format(source=source)
                 cursor = await conn.execute(query, params)
             return [HistoryPoint(*row) for row in await cursor.fetchall()]
 
@@ -620,6 +683,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                 cursor = await conn.execute(_LOCK_MARKS)
                 marks = dict(await cursor.fetchall())
                 minute_mark, hour_mark = marks["minute_mark"], marks["hour_mark"]
+                await self._unpack_dirty_minutes(conn)
                 if minute_mark is None:  # first rollup ever: start at the oldest partition
                     if not known["samples"]:
                         return 0
@@ -647,7 +711,8 @@ class PostgresTelemetryStore(StoreLifecycle):
                 return written
 
     async def compact(self, now_ms: int) -> int:
-        """Pack the rows of due hours into blocks (``TelemetryStore.compact``); the number of blocks.
+        """Pack the rows of due hours into blocks (``TelemetryStore.compact``), and the 1-minute rollups
+        of due days (``_pack_minutes``); the number of (raw) blocks.
 
         First the ``compact_mark`` moves forward (under ``FOR UPDATE``: writes that decided under the old
         mark have committed, later ones see the new mark and unpack what they touch below it). Then each
@@ -686,8 +751,20 @@ class PostgresTelemetryStore(StoreLifecycle):
                     written += await self._compact_hour(conn, hour, int(first_id), int(last_id))
                 await conn.execute("DELETE FROM compact_dirty WHERE hour = %s", (hour,))
             await self._truncate_packed_days(conn, new_mark, {bucket_start(h, DAY_MS) for h in hours})
-        if written:
-            log.info("telemetry_compacted", blocks=written, hours=len(hours), compacted_to=new_mark)
+            minute_blocks = await self._pack_minutes(
+                conn,
+                now_ms,
+                None if first_id is None else int(first_id),
+                None if last_id is None else int(last_id),
+            )
+        if written or minute_blocks:
+            log.info(
+                "telemetry_compacted",
+                blocks=written,
+                hours=len(hours),
+                compacted_to=new_mark,
+                rollup_day_blocks=minute_blocks,
+            )
         return written
 
     @staticmethod
@@ -731,12 +808,76 @@ class PostgresTelemetryStore(StoreLifecycle):
             if not emptied:
                 await conn.execute(sql.SQL("VACUUM {}").format(table))
 
+    @staticmethod
+    async def _unpack_dirty_minutes(conn: Connection) -> None:
+        """Late data reached a day whose 1-minute rollups are packed: unpack that series' day back into
+        rows, so the minute and hour recomputes below read and upsert rows; the day is packed again by
+        the next ``compact`` (``rollup_pack_dirty``). Under ``_ROLLUP_LOCK``: never beside a packing."""
+        await conn.execute(_ROLLUP_LOCK)
+        cursor = await conn.execute("SELECT value FROM telemetry_meta WHERE key = 'rollup_pack_mark'")
+        row = await cursor.fetchone()
+        if row is None or row[0] is None:
+            return
+        params = {"mark": row[0]}
+        cursor = await conn.execute(_UNPACK_MINUTES.format(pairs=_DIRTY_PACKED_DAYS), params)
+        if cursor.rowcount:
+            await conn.execute(
+                "INSERT INTO rollup_pack_dirty (day) SELECT DISTINCT bucket - bucket %% 86400000"
+                " FROM rollup_dirty WHERE bucket < %(mark)s ON CONFLICT DO NOTHING",
+                params,
+            )
+
+    async def _pack_minutes(
+        self, conn: Connection, now_ms: int, first_id: int | None, last_id: int | None
+    ) -> int:
+        """Pack the 1-minute rollups of each due day (closed, rolled up into hours, ``compact_after_ms``
+        old) into one row per series and day; the number of blocks. A 7-day trend then reads 7 rows of a
+        series instead of 10,080 scattered over the partition (the rollup writes a minute of every series
+        at a time), and a minute costs ≈ 38 B instead of ≈ 130 B."""
+        known = await self._known_partitions(conn)
+        async with conn.transaction():
+            await conn.execute(_ROLLUP_LOCK)
+            cursor = await conn.execute(
+                "SELECT key, value FROM telemetry_meta WHERE key IN ('hour_mark', 'rollup_pack_mark')"
+            )
+            marks: dict[str, int | None] = dict(await cursor.fetchall())
+            hour_mark, old_mark = marks.get("hour_mark"), marks.get("rollup_pack_mark")
+            if hour_mark is None:
+                return 0
+            new_mark = min(
+                bucket_start(now_ms - self._settings.compact_after_ms, DAY_MS),
+                bucket_start(hour_mark, DAY_MS),
+            )
+            if old_mark is None:
+                if not known["rollup_1m"]:
+                    return 0
+                old_mark = min(bucket_start(min(known["rollup_1m"]), DAY_MS), new_mark)
+            new_mark = max(new_mark, old_mark)
+            await conn.execute(
+                "UPDATE telemetry_meta SET value = %s WHERE key = 'rollup_pack_mark'", (new_mark,)
+            )
+            cursor = await conn.execute("SELECT day FROM rollup_pack_dirty WHERE day < %s", (new_mark,))
+            days = {int(r[0]) for r in await cursor.fetchall()}
+        days.update(range(old_mark, new_mark, DAY_MS))
+        written = 0
+        for day in sorted(days):
+            if first_id is not None and last_id is not None:
+                for a in range(first_id, last_id + 1, _COMPACT_SLICE_SERIES):
+                    params = {"lo": day, "hi": day + DAY_MS, "a": a, "b": a + _COMPACT_SLICE_SERIES}
+                    async with conn.transaction():
+                        await conn.execute(_ROLLUP_LOCK)
+                        await conn.execute(_UNPACK_MINUTES.format(pairs=_SLICE_DAYS), params)
+                        written += (await conn.execute(_PACK_MINUTES_SLICE, params)).rowcount
+            await conn.execute("DELETE FROM rollup_pack_dirty WHERE day = %s", (day,))
+        return written
+
     async def apply_retention(self, now_ms: int) -> int:
         settings = self._settings
         retention = {
             "samples": settings.raw_retention_ms,
             "sample_blocks": settings.raw_retention_ms,
             "rollup_1m": settings.rollup_1m_retention_ms,
+            "rollup_1m_blocks": settings.rollup_1m_retention_ms,
             "rollup_1h": settings.rollup_1h_retention_ms,
         }
         dropped = 0
@@ -755,6 +896,9 @@ class PostgresTelemetryStore(StoreLifecycle):
             )
             await conn.execute(
                 "DELETE FROM compact_dirty WHERE hour < %s", (now_ms - settings.raw_retention_ms,)
+            )
+            await conn.execute(
+                "DELETE FROM rollup_pack_dirty WHERE day < %s", (now_ms - settings.rollup_1m_retention_ms,)
             )
             await self._ensure_ahead(conn, now_ms)
         return dropped

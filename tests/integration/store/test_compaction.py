@@ -204,3 +204,41 @@ async def test_postgres_writes_go_on_while_the_same_store_compacts(
             await blocker.execute("SELECT pg_advisory_unlock(%s, %s)", (0x7A11, HOUR // HOUR_MS))
             assert await asyncio.wait_for(compaction, 10) == 1
         assert await store.count() == 70
+
+
+async def test_old_days_keep_their_rollups_and_late_data_recomputes_them(store: TelemetryStore) -> None:
+    """Days long closed: PostgreSQL also packs their 1-minute rollups (one block per series and day); the
+    answers at every level stay the same, and late data into such a day still recomputes its minute and
+    hour (SQLite keeps its clustered rollup rows: the same answers)."""
+    (pressure,) = await series_ids(store, PRESSURE)
+    day = NOW - NOW % DAY_MS - 3 * DAY_MS
+    stamps = [day + i * 30_000 for i in range(2 * 1440)]  # every 30 s of the whole day
+    await store.write(
+        [Sample(pressure, ts, float(i % 50), 1 if i % 100 == 0 else 0) for i, ts in enumerate(stamps)]
+    )
+    partial = day + DAY_MS + 10 * HOUR_MS  # the next day: a few minutes only
+    await store.write([Sample(pressure, partial + m * MINUTE_MS, 7.0, 0) for m in (0, 1, 5)])
+    await store.rollup(NOW)
+    window = (day, day + 2 * DAY_MS)
+    before = await _history_everywhere(store, pressure, *window)
+    next_day = await _history_everywhere(store, pressure, day + DAY_MS, day + 2 * DAY_MS)
+
+    assert await store.compact(NOW) > 0
+    assert await _history_everywhere(store, pressure, *window) == before
+
+    # A replay brings a new value into 10:00 of the packed day and repeats one already stored.
+    late = day + 10 * HOUR_MS + 15_000
+    assert await store.write([Sample(pressure, late, 1000.0, 0), Sample(pressure, stamps[0], 0.0, 0)]) == 1
+    await store.rollup(NOW)
+    minutes = await store.history(pressure, day + 10 * HOUR_MS, day + 10 * HOUR_MS + MINUTE_MS, MINUTE_MS)
+    assert minutes == [HistoryPoint(day + 10 * HOUR_MS, 0.0, 1000.0, 1001.0 / 3, 1.0, 3, 1)]
+    hours = await store.history(pressure, day, day + DAY_MS, step_ms=HOUR_MS)
+    assert hours[10].count == 121
+    assert hours[10].max == 1000.0
+    assert [h.count for h in hours[:10]] == [120] * 10
+    await store.compact(NOW)
+    assert (
+        await store.history(pressure, day + 10 * HOUR_MS, day + 10 * HOUR_MS + MINUTE_MS, MINUTE_MS)
+    ) == minutes
+    assert (await store.history(pressure, day, day + DAY_MS, step_ms=HOUR_MS)) == hours
+    assert await _history_everywhere(store, pressure, day + DAY_MS, day + 2 * DAY_MS) == next_day
