@@ -19,18 +19,7 @@ from tapline.store.telemetry import (
     StoreSettings,
     TelemetryStore,
 )
-from tests.integration.store.test_telemetry_store import (  # noqa: F401  (fixtures)
-    LEVEL,
-    NOW,
-    OTHER_ROOM,
-    PRESSURE,
-    MakeStore,
-    make_store,
-    point,
-    series_ids,
-    store,
-    store_url,
-)
+from tests.integration.store.common import LEVEL, NOW, OTHER_ROOM, PRESSURE, MakeStore, point, series_ids
 
 HOUR = NOW - 5 * HOUR_MS  # an hour long closed at NOW
 
@@ -64,7 +53,8 @@ async def test_compaction_keeps_every_answer(store: TelemetryStore) -> None:
         assert await _history_everywhere(store, sid, *window) == before[sid]
     after_other = await store.history(other, *window)
     assert after_other[:60] == before[other][0][:60]  # type: ignore[index]
-    assert after_other[60].ts == HOUR + HOUR_MS + 1 and math.isnan(after_other[60].last)
+    assert after_other[60].ts == HOUR + HOUR_MS + 1
+    assert math.isnan(after_other[60].last)
     assert after_other[61] == point(HOUR + HOUR_MS + 2, 2.5)
     latest = await store.latest()
     assert latest[pressure] == latest_before[pressure] == regular[-1]
@@ -91,7 +81,7 @@ async def test_only_closed_rolled_up_hours_old_enough_are_compacted(make_store: 
         assert await store.compact(NOW) == 1  # NOW-2h; NOW-1h closed too recently
         assert await store.compact(NOW + HOUR_MS) == 1
         assert await store.count() == 4
-        assert [p.value for p in await store.history(pressure, NOW - DAY_MS, NOW)] == [4.0, 3.0, 2.0, 1.0]
+        assert [p.last for p in await store.history(pressure, NOW - DAY_MS, NOW)] == [4.0, 3.0, 2.0, 1.0]
 
 
 async def test_writes_into_a_compacted_hour_stay_idempotent_and_recompute_rollups(
@@ -127,12 +117,18 @@ async def test_compacted_data_survives_reopen_and_retention(make_store: MakeStor
     async with make_store(settings) as store:
         (pressure,) = await series_ids(store, PRESSURE)
         old, recent = NOW - 3 * DAY_MS, NOW - 5 * HOUR_MS
-        await store.write([Sample(pressure, ts + i * 1000, float(i), 0) for ts in (old, recent) for i in range(3)])
+        await store.write(
+            [Sample(pressure, ts + i * 1000, float(i), 0) for ts in (old, recent) for i in range(3)]
+        )
         await store.rollup(NOW)
         assert await store.compact(NOW) == 2
     async with make_store(settings) as store:
         assert await store.count() == 6
         assert await store.apply_retention(NOW) > 0
         assert await store.count() == 3
-        assert [p.ts for p in await store.history(pressure, old, NOW)] == [recent, recent + 1000, recent + 2000]
+        assert [p.ts for p in await store.history(pressure, old, NOW)] == [
+            recent,
+            recent + 1000,
+            recent + 2000,
+        ]
         assert await store.latest() == {pressure: Sample(pressure, recent + 2000, 2.0, 0)}

@@ -9,8 +9,6 @@ from __future__ import annotations
 import math
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -24,61 +22,12 @@ from tapline.store.telemetry import (
     MINUTE_MS,
     HistoryPoint,
     Sample,
-    SeriesKey,
     StoreSettings,
     TelemetryStore,
     open_telemetry_store,
 )
 from tests.helpers import free_port
-
-NOW = int(datetime(2025, 3, 10, 12, 0, tzinfo=UTC).timestamp() * 1000)  # hour-aligned
-PRESSURE = SeriesKey("PR-0001", "plc/OutletPressure")
-LEVEL = SeriesKey("PR-0001", "plc/TankLevel")
-OTHER_ROOM = SeriesKey("PR-0002", "plc/OutletPressure")
-
-MakeStore = Callable[..., TelemetryStore]
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-    ]
-)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A store URL with nothing in it yet, for each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'telemetry.db'}"
-        return
-    base: str = request.getfixturevalue("pg_url")
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{base}?options=-csearch_path%3D{schema}&application_name={schema}"
-
-
-@pytest.fixture
-def make_store(store_url: str) -> MakeStore:
-    def make(settings: StoreSettings | None = None) -> TelemetryStore:
-        return open_telemetry_store(store_url, settings)
-
-    return make
-
-
-@pytest.fixture
-async def store(make_store: MakeStore) -> AsyncIterator[TelemetryStore]:
-    async with make_store() as opened:
-        yield opened
-
-
-async def series_ids(store: TelemetryStore, *keys: SeriesKey) -> list[int]:
-    ids = await store.ensure_series(keys)
-    return [ids[k] for k in keys]
-
-
-def point(ts: int, value: float, count: int = 1, quality: int = 0) -> HistoryPoint:
-    return HistoryPoint(ts, value, value, value, value, count, quality)
-
+from tests.integration.store.common import LEVEL, NOW, OTHER_ROOM, PRESSURE, MakeStore, point, series_ids
 
 # -- series ----------------------------------------------------------------------------------------------
 
