@@ -6,12 +6,13 @@ Why it looks like this:
   touches the connection (``check_same_thread`` stays on). The event loop never blocks on disk. A caller
   cancelled mid-call does not cancel the work: the transaction still commits or rolls back whole, and a
   repeated write is harmless.
-- **Layout.** ``samples(series_id, ts, value, quality)`` with ``PRIMARY KEY(series_id, ts) WITHOUT ROWID``:
-  the primary key *is* the table (no second b-tree), it clusters each series' values for history reads,
-  and it is the idempotency key: ``INSERT OR IGNORE`` turns a replayed or duplicate value into a no-op.
-  ~1 M rows/s in the reference loop (reference/performance.md §1.3); through this store, 200 k values in
-  10 k batches ran at 520–580 k values/s. ``value`` is nullable only because SQLite stores a NaN as NULL
-  (read back as NaN): a broken transmitter's NaN must not make a whole batch unwritable.
+- **Layout.** Recent raw data is ``samples(series_id, ts, value, quality)`` with ``PRIMARY KEY(series_id,
+  ts) WITHOUT ROWID``: the primary key *is* the table (no second b-tree), it clusters each series' values
+  for history reads, and it is the idempotency key: ``INSERT OR IGNORE`` turns a replayed or duplicate
+  value into a no-op. ~1 M rows/s in the reference loop (reference/performance.md §1.3); through this
+  store, 200 k values in 10 k batches ran at 520–580 k values/s. ``value`` is nullable only because
+  SQLite stores a NaN as NULL (read back as NaN): a broken transmitter's NaN must not make a whole batch
+  unwritable. Closed hours move to ``sample_blocks`` (below).
 - **Durability.** WAL with ``synchronous=FULL``: a write is on disk when ``write`` returns. The ingest
   advances its committed mark (DESIGN §2a) after a write returns and never asks for that data again, so a
   commit that a power cut could take back (``NORMAL`` in WAL mode) would be silent loss; ``FULL`` costs
@@ -22,6 +23,26 @@ Why it looks like this:
 - **Late data.** ``telemetry_meta.minute_mark`` is the end of what ``rollup`` has covered; a write with
   samples older than it records their (series, minute) in ``rollup_dirty`` (inside the same transaction),
   and the next ``rollup`` recomputes exactly those buckets.
+- **Blocks for closed hours** (``compact``, issue #7). A row costs ~26 B a value (key, REAL, quality and
+  b-tree overhead, for a float64 of 8); once an hour is closed, rolled up and ``compact_after_ms`` old,
+  nothing but a late write changes it, so ``compact`` packs each series' hour into one
+  ``sample_blocks(series_id, hour, n, t0, step, offsets, vals, quals)`` row: timestamps as ``t0`` and a
+  ``step`` when regular (the usual poll) else int32 offsets, values as a float64 array, qualities as an
+  int16 array or NULL when all are GOOD — ~8–9 B a value. Arrays are little-endian on every host and are
+  (un)packed by ``array`` in C; 8.6 B a value on disk for 5 s data (a rowid table: see the comment at
+  ``_SCHEMA``). One hour per block because history windows, rollups and retention all
+  think in hours, and a late write then unpacks at most an hour of one series.
+- **The invariant.** The data of any (series, hour) is in exactly one place: rows or one block. Reads
+  (``history``, ``latest``, ``count``) take both and never meet a timestamp twice; rollups read only rows,
+  which is why only hours the rollup has covered (``H + 1 h <= minute_mark``) and that have no minute
+  waiting in ``rollup_dirty`` are packed. Packing an hour (insert the blocks, delete the rows) is one
+  transaction per hour and chunk of series, so a crash leaves either the rows or the blocks.
+- **Late writes into a packed hour.** ``write`` first turns the blocks of the (series, hour)s it touches
+  back into rows, in the same transaction, then inserts as always: duplicates of packed values are still
+  ignored and not counted, and the late-data path recomputes the rollup from all of the hour's rows; the
+  next ``compact`` packs the hour again. Live data never pays for this: ``telemetry_meta.compact_mark``
+  (end of the newest packed hour, read in the write's transaction because another process may compact)
+  is older than any live batch, so the check is one comparison.
 """
 
 from __future__ import annotations
@@ -155,6 +176,13 @@ def unpack_block(
     return ts, values, qualities
 
 
+# ``sample_blocks`` is a rowid table (its primary key a separate index), not WITHOUT ROWID, on purpose.
+# A WITHOUT ROWID table is an index b-tree, whose cells keep at most ~1,000 bytes on the page (4 KiB pages)
+# and spill the rest to overflow pages with 489 bytes kept local: an hour of 5 s values (5.8 kB) then
+# takes 489 bytes plus two overflow pages, 12.2 bytes a value. A rowid table's leaf keeps up to 4,061
+# bytes, so the same block is ~1.7 kB on a shared leaf plus exactly one full overflow page: 8.6 bytes a
+# value (``dbstat``, 200 series x 24 h; 1 s data: 8.1 either way). The index on (series_id, hour) costs
+# ~20 bytes and one more seek per block: nothing next to the block itself.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS telemetry_meta (key TEXT PRIMARY KEY, value INTEGER) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS series (
@@ -193,7 +221,7 @@ CREATE TABLE IF NOT EXISTS sample_blocks (
     vals BLOB NOT NULL,     -- float64 little-endian, NaN kept
     quals BLOB,             -- int16 little-endian, NULL when every quality is 0 (GOOD)
     PRIMARY KEY (series_id, hour)
-) WITHOUT ROWID;
+);  -- a rowid table on purpose: see the comment above
 INSERT OR IGNORE INTO telemetry_meta (key, value)
 VALUES ('minute_mark', NULL), ('hour_mark', NULL), ('compact_mark', NULL);
 """
