@@ -24,11 +24,26 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'telemetry.db'}"
         return
-    base: str = request.getfixturevalue("pg_url")
+    yield fresh_schema_url(request.getfixturevalue("pg_url"))
+
+
+def fresh_schema_url(base: str) -> str:
+    """``base`` with a new, empty schema first on its ``search_path``."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    yield f"{base}?options=-csearch_path%3D{schema}&application_name={schema}"
+    return f"{base}?options=-csearch_path%3D{schema}&application_name={schema}"
+
+
+@pytest.fixture
+def make_pg_store(pg_url: str) -> MakeStore:
+    """PostgreSQL only: stores on one fresh schema (for races between connections)."""
+    url = fresh_schema_url(pg_url)
+
+    def make(settings: StoreSettings | None = None) -> TelemetryStore:
+        return open_telemetry_store(url, settings)
+
+    return make
 
 
 @pytest.fixture
