@@ -4,6 +4,7 @@ same hour, the byte cost of a packed hour)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sqlite3
 import struct
@@ -159,3 +160,47 @@ async def test_a_packed_regular_hour_costs_under_ten_bytes_a_value(tmp_path: Pat
 
         per_value = await store._run("size", bytes_on_disk) / (40 * 720)
         assert per_value < 10  # rows: ~26
+
+
+async def test_compaction_beside_late_writes_and_a_second_compactor_loses_nothing(tmp_path: Path) -> None:
+    """Three connections to one file (workers of one host): two compact while the third replays and
+    backfills into the hours being packed. SQLite serialises the transactions; whatever the order, every
+    value is stored once and the next rollup and compaction pack everything."""
+    path = str(tmp_path / "t.db")
+    async with (
+        SqliteTelemetryStore(path) as a,
+        SqliteTelemetryStore(path) as b,
+        SqliteTelemetryStore(path) as c,
+    ):
+        keys = [SeriesKey(f"PR-{k:04d}", "plc/OutletPressure") for k in range(300)]  # two chunks of series
+        ids = list((await a.ensure_series(keys)).values())
+        hours = [HOUR - HOUR_MS, HOUR]
+        first = [
+            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(0, 20, 2)
+        ]
+        await a.write(first)
+        await a.rollup(NOW)
+        odd = [
+            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(1, 20, 2)
+        ]
+        replay = first[::7]
+
+        async def late_writes() -> int:
+            new = 0
+            for k in range(0, len(odd), 500):
+                new += await b.write(odd[k : k + 500] + replay[k // 10 : k // 10 + 50])
+                await asyncio.sleep(0)
+            return new
+
+        _, new, _ = await asyncio.gather(a.compact(NOW), late_writes(), c.compact(NOW))
+
+        assert new == len(odd)
+        await a.rollup(NOW)
+        assert await a.compact(NOW) > 0
+        assert await a.compact(NOW) == 0
+        assert await a.count() == len(first) + len(odd)
+        for sid in (ids[0], ids[255], ids[256], ids[-1]):
+            values = await c.history(sid, HOUR - HOUR_MS, HOUR + HOUR_MS)
+            assert [p.ts for p in values] == [h + i * 60_000 for h in hours for i in range(20)]
+            hourly = await b.history(sid, HOUR - HOUR_MS, HOUR + HOUR_MS, step_ms=HOUR_MS)
+            assert [p.count for p in hourly] == [20, 20]
