@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import sqlite3
 import struct
 from array import array
@@ -204,3 +205,51 @@ async def test_compaction_beside_late_writes_and_a_second_compactor_loses_nothin
             assert [p.ts for p in values] == [h + i * 60_000 for h in hours for i in range(20)]
             hourly = await b.history(sid, HOUR - HOUR_MS, HOUR + HOUR_MS, step_ms=HOUR_MS)
             assert [p.count for p in hourly] == [20, 20]
+
+
+def _random_doubles(count: int) -> list[float]:
+    """Doubles of every magnitude (random bit patterns: subnormals, 1e±300) plus sensor-like values."""
+    rng = random.Random(7)
+    bits = (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(count))
+    odd = [v for v in bits if not math.isnan(v) and v != 0.0]  # SQLite keeps NaN as NULL and -0.0 as 0
+    return (
+        odd
+        + [rng.uniform(0, 16) for _ in range(count)]
+        + [math.inf, -math.inf, 5e-324, 1.7976931348623157e308]
+    )
+
+
+@pytest.mark.parametrize("as_text", [True, False], ids=["as-text", "row-by-row"])
+async def test_compaction_keeps_every_double_bit_for_bit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_text: bool
+) -> None:
+    """Compaction reads an hour as text (one step a series, see ``_HOUR_OF_SERIES_AS_TEXT``) when this
+    SQLite prints doubles exactly, else row by row; either way every value comes back unchanged."""
+    if not as_text:
+        monkeypatch.setattr(sqlite_telemetry, "_text_round_trips", lambda db: False)
+    values = _random_doubles(3_000)
+    async with SqliteTelemetryStore(str(tmp_path / "t.db")) as store:
+        pressure = (await store.ensure_series([PRESSURE]))[PRESSURE]
+        await store.write([Sample(pressure, HOUR + i * 500, v, 0) for i, v in enumerate(values)])
+        await store.rollup(NOW)
+        assert await store.compact(NOW) == 1
+        back = [p.last for p in await store.history(pressure, HOUR, HOUR + HOUR_MS)]
+
+    assert struct.pack(f"<{len(back)}d", *back) == struct.pack(f"<{len(values)}d", *values)
+
+
+async def test_compaction_restores_time_order_if_group_concat_loses_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``group_concat`` does not promise its order before SQLite 3.44: read newest first to prove it."""
+    reversed_sql = sqlite_telemetry._HOUR_OF_SERIES_AS_TEXT.replace("ORDER BY ts", "ORDER BY ts DESC")
+    monkeypatch.setattr(sqlite_telemetry, "_HOUR_OF_SERIES_AS_TEXT", reversed_sql)
+    batch = [(HOUR + t, float(t), t % 3) for t in (5, 9, 1_000, 2_000, 2_500)]
+    async with SqliteTelemetryStore(str(tmp_path / "t.db")) as store:
+        pressure = (await store.ensure_series([PRESSURE]))[PRESSURE]
+        await store.write([Sample(pressure, *row) for row in batch])
+        await store.rollup(NOW)
+        assert await store.compact(NOW) == 1
+        raw = await store.history(pressure, HOUR, HOUR + HOUR_MS)
+
+    assert [(p.ts, p.last, p.quality) for p in raw] == batch
