@@ -30,8 +30,9 @@ Why it looks like this:
   ``step`` when regular (the usual poll) else int32 offsets, values as a float64 array, qualities as an
   int16 array or NULL when all are GOOD — ~8–9 B a value. Arrays are little-endian on every host and are
   (un)packed by ``array`` in C; 8.6 B a value on disk for 5 s data (a rowid table: see the comment at
-  ``_SCHEMA``). One hour per block because history windows, rollups and retention all
-  think in hours, and a late write then unpacks at most an hour of one series.
+  ``_SCHEMA``). One hour per block because history windows, rollups and retention all think in hours,
+  and a late write then unpacks at most an hour of one series. Compaction reads a series' hour in one
+  step, as exact text, not row by row: see ``_HOUR_OF_SERIES_AS_TEXT`` for why (the GIL).
 - **The invariant.** The data of any (series, hour) is in exactly one place: rows or one block. Reads
   (``history``, ``latest``, ``count``) take both and never meet a timestamp twice; rollups read only rows,
   which is why only hours the rollup has covered (``H + 1 h <= minute_mark``) and that have no minute
@@ -317,6 +318,14 @@ JOIN sample_blocks AS b
   ON b.series_id = json_extract(k.value, '$[0]') AND b.hour = json_extract(k.value, '$[1]')
 """  # noqa: S608 - a constant column list
 
+_DELETE_BLOCKS_BY_KEY = """
+DELETE FROM sample_blocks WHERE rowid IN (
+    SELECT b.rowid FROM json_each(?) AS k
+    JOIN sample_blocks AS b
+      ON b.series_id = json_extract(k.value, '$[0]') AND b.hour = json_extract(k.value, '$[1]')
+)
+"""
+
 # Compaction. The oldest row at or after ?1 (one primary-key seek per series, as in ``rollup``).
 _OLDEST_ROW_FROM = (
     "SELECT min((SELECT min(ts) FROM samples WHERE series_id = r.id AND ts >= ?)) FROM series r"
@@ -488,9 +497,7 @@ def _restore_blocks(db: sqlite3.Connection, keys: set[tuple[int, int]]) -> int:
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[start : start + _ROWS_PER_INSERT]
         db.execute(_insert_rows(len(part)), list(chain.from_iterable(part)))
-    db.executemany(
-        "DELETE FROM sample_blocks WHERE series_id = ? AND hour = ?", [(row[0], row[1]) for row in found]
-    )
+    db.execute(_DELETE_BLOCKS_BY_KEY, (json.dumps([(row[0], row[1]) for row in found]),))
     _log.debug("sqlite_blocks_unpacked", blocks=len(found), rows=len(rows))
     return len(found)
 
@@ -597,7 +604,8 @@ def _compact_chunk(db: sqlite3.Connection, hour: int, after_id: int, last_id: in
     if not blocks:
         db.execute("COMMIT")
         return 0
-    db.execute(_insert_blocks(len(blocks)), list(chain.from_iterable(blocks)))  # one step: see above
+    # One statement, not executemany: one GIL round trip (see _HOUR_OF_SERIES_AS_TEXT) instead of one a block.
+    db.execute(_insert_blocks(len(blocks)), list(chain.from_iterable(blocks)))
     if kept:
         db.executemany(
             "DELETE FROM samples WHERE series_id = ? AND ts >= ? AND ts < ?",
