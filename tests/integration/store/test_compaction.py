@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 
+import psycopg
 import pytest
 
 from tapline.store.telemetry import (
@@ -178,3 +179,28 @@ async def test_postgres_compaction_beside_late_writes_and_a_second_compactor_los
             assert [p.ts for p in values] == [h + i * 60_000 for h in hours for i in range(60)]
         hourly = await b.history(ids[-1], HOUR - HOUR_MS, HOUR + HOUR_MS, step_ms=HOUR_MS)
         assert [p.count for p in hourly] == [60, 60]
+
+
+@pytest.mark.postgres
+async def test_postgres_writes_go_on_while_the_same_store_compacts(
+    make_pg_store: MakeStore, pg_url: str
+) -> None:
+    """Compaction uses a connection of its own: the ingest's writes on the store's shared connection do
+    not wait for it (packing an hour of a city takes minutes). Here another session holds the advisory
+    lock of the hour being packed, so the compaction is stuck exactly there while live data arrives."""
+    async with make_pg_store() as store:
+        (pressure,) = await series_ids(store, PRESSURE)
+        await store.write([Sample(pressure, HOUR + i * 1000, float(i), 0) for i in range(60)])
+        await store.rollup(NOW)
+        url = store._dsn  # type: ignore[attr-defined]  # the schema-scoped URL of this store
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as blocker:
+            await blocker.execute("SELECT pg_advisory_lock(%s, %s)", (0x7A11, HOUR // HOUR_MS))
+            compaction = asyncio.create_task(store.compact(NOW))
+            await asyncio.sleep(0.3)
+            assert not compaction.done()  # waiting for the hour's lock
+            live = [Sample(pressure, NOW + i * 1000, 1.0, 0) for i in range(10)]
+            assert await asyncio.wait_for(store.write(live), 5) == 10
+            assert await asyncio.wait_for(store.history(pressure, NOW, NOW + HOUR_MS), 5) != []
+            await blocker.execute("SELECT pg_advisory_unlock(%s, %s)", (0x7A11, HOUR // HOUR_MS))
+            assert await asyncio.wait_for(compaction, 10) == 1
+        assert await store.count() == 70
