@@ -333,8 +333,10 @@ _OLDEST_ROW_FROM = (
 
 # A compaction chunk reads the hour of one series in ONE step, as text: ``sqlite3`` releases the GIL
 # around every step and must win it back after each, which costs up to the switch interval while the
-# event loop runs Python (the ingest decoding). Row by row, one hour of 200 series took 10 s instead of
-# 0.4 s beside a busy loop; as text, one step a series. The text must give back the exact float64:
+# event loop runs Python (the ingest decoding). Row by row, one hour of 200 series (144 k values) took
+# 0.4 s on a quiet loop but 10 s beside a busy one; as text (one step a series) 0.5–1 s on a quiet loop
+# (printing and parsing cost more than fetching) and 1.2 s beside the busy one, so the pause the ingest's
+# writes can see behind a chunk stays bounded whatever the load. The text must give back the float64:
 # ``printf`` with the ``!`` flag prints 17 significant digits (without it SQLite stops at 16), which
 # round-trips exactly below 1e100 on SQLite 3.40 (1 M random doubles: no difference; above, its scaling
 # loses a bit, so those print 18 digits: no difference either). ``_text_round_trips`` checks the SQLite
@@ -367,9 +369,10 @@ SELECT b.series_id, {_BLOCK_COLUMNS} FROM series r CROSS JOIN sample_blocks b
   ON b.series_id = r.id AND b.hour = ?3
 WHERE r.id > ?1 AND r.id <= ?2
 """  # noqa: S608 - a constant column list
-_SERIES_PER_CHUNK = 256
-"""Series per compaction transaction: 256 series of 1 s data are 920 k rows, a bounded amount of memory
-and a bounded pause for the writers queued behind it on the connection's thread."""
+_SERIES_PER_CHUNK = 64
+"""Series per compaction transaction, each its own call on the connection's thread: the writes queued
+behind compaction wait for one chunk at most (64 series of 5 s data: ~0.2–0.4 s, of 1 s data ~1–2 s on
+the benchmark box), and a chunk's memory is bounded. A commit per chunk costs one fsync: nothing."""
 
 # Retention. ``series_id IN (SELECT id FROM series)`` makes SQLite seek the primary key once per series
 # instead of scanning the whole table.

@@ -173,7 +173,8 @@ async def test_compaction_beside_late_writes_and_a_second_compactor_loses_nothin
         SqliteTelemetryStore(path) as b,
         SqliteTelemetryStore(path) as c,
     ):
-        keys = [SeriesKey(f"PR-{k:04d}", "plc/OutletPressure") for k in range(300)]  # two chunks of series
+        # 300 series: several compaction chunks.
+        keys = [SeriesKey(f"PR-{k:04d}", "plc/OutletPressure") for k in range(300)]
         ids = list((await a.ensure_series(keys)).values())
         hours = [HOUR - HOUR_MS, HOUR]
         first = [
