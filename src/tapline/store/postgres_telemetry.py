@@ -724,6 +724,10 @@ class PostgresTelemetryStore(StoreLifecycle):
         """
         after = self._settings.compact_after_ms
         async with self._private_session("compact") as conn:
+            # From the catalog, not the cache: another worker may have created older partitions since
+            # this store read it, and a first run starts at the oldest one — starting later would move
+            # the mark past rows that were never packed.
+            self._partitions = None
             known = await self._known_partitions(conn)
             async with conn.transaction():
                 cursor = await conn.execute(_LOCK_COMPACT_MARK)
