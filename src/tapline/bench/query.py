@@ -9,8 +9,8 @@ One run:
    hour, as the cloud's maintenance task would have; ``compact=False`` keeps every row (the layout before
    compaction, for comparison). The database should be fresh: the figures count what this run wrote.
 2. **Measure** the database's size on disk (PostgreSQL: ``pg_total_relation_size`` summed over every
-   partition of ``samples``, ``sample_blocks``, ``rollup_1m``, ``rollup_1h`` plus ``series`` and the small
-   tables, i.e.
+   partition of ``samples``, ``sample_blocks``, ``rollup_1m``, ``rollup_1m_blocks``, ``rollup_1h`` plus
+   ``series`` and the small tables, i.e.
    heap + indexes + TOAST; SQLite: the file, its WAL and shared-memory files after a checkpoint, and
    per table from ``dbstat`` where SQLite has it) and divide by the raw rows stored.
 3. **Query**, on a store closed and opened again (a fresh connection, no plan or statement cache; the
@@ -254,10 +254,12 @@ def disk_usage(db: str) -> dict[str, Any]:
             "samples",
             "sample_blocks",
             "rollup_1m",
+            "rollup_1m_blocks",
             "rollup_1h",
             "series",
             "rollup_dirty",
             "compact_dirty",
+            "rollup_pack_dirty",
             "telemetry_meta",
         )
         for table in tables_measured:

@@ -754,7 +754,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                 if first_id is not None:
                     written += await self._compact_hour(conn, hour, int(first_id), int(last_id))
                 await conn.execute("DELETE FROM compact_dirty WHERE hour = %s", (hour,))
-            await self._truncate_packed_days(conn, new_mark, {bucket_start(h, DAY_MS) for h in hours})
+            await self._reclaim(conn, "samples", new_mark, hours)
             minute_blocks = await self._pack_minutes(
                 conn,
                 now_ms,
@@ -785,32 +785,33 @@ class PostgresTelemetryStore(StoreLifecycle):
                 written += (await conn.execute(_COMPACT_SLICE, params)).rowcount
         return written
 
-    async def _truncate_packed_days(self, conn: Connection, mark: int, days: set[int]) -> None:
-        """Give back the space of the rows just packed: truncate the ``samples`` partitions of whole days
-        below ``mark`` that hold no row any more; vacuum the others (today's), whose new rows then reuse
-        the space. Not left to autovacuum: it may be off (as on the benchmark box) or far behind, and the
-        head partition would otherwise grow to a whole day of rows."""
-        known = (await self._known_partitions(conn))["samples"]
-        for day in sorted(days):
-            name = known.get(day)
+    async def _reclaim(self, conn: Connection, table: str, mark: int, times: set[int]) -> None:
+        """Give back the space of the rows just packed out of ``table`` (``samples`` or ``rollup_1m``):
+        truncate its partitions that lie wholly below ``mark`` and hold no row any more; vacuum the
+        others (today's, this week's), whose new rows then reuse the space. Not left to autovacuum: it
+        may be off (as on the benchmark box) or far behind, and the partitions would keep every deleted
+        row's space until they are dropped."""
+        known, width = (await self._known_partitions(conn))[table], PARTITION_WIDTHS[table]
+        for start in sorted({bucket_start(t, width) for t in times}):
+            name = known.get(start)
             if name is None:
                 continue
-            table = sql.Identifier(name)
+            partition = sql.Identifier(name)
             emptied = False
-            if day + DAY_MS <= mark:
+            if start + width <= mark:
                 try:
                     async with conn.transaction():
-                        lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(table)
+                        lock = sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE NOWAIT").format(partition)
                         await conn.execute(lock)
-                        cursor = await conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table))
-                        row = await cursor.fetchone()
+                        query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(partition)
+                        row = await (await conn.execute(query)).fetchone()
                         if row is not None and not row[0]:
-                            await conn.execute(sql.SQL("TRUNCATE {}").format(table))
+                            await conn.execute(sql.SQL("TRUNCATE {}").format(partition))
                             emptied = True
                 except psycopg.errors.LockNotAvailable:
-                    pass  # a late write is using it; vacuum now, the next run truncates it
+                    pass  # a late write is using it; vacuum now, a later run truncates it
             if not emptied:
-                await conn.execute(sql.SQL("VACUUM {}").format(table))
+                await conn.execute(sql.SQL("VACUUM {}").format(partition))
 
     @staticmethod
     async def _unpack_dirty_minutes(conn: Connection) -> None:
@@ -873,6 +874,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                         await conn.execute(_UNPACK_MINUTES.format(pairs=_SLICE_DAYS), params)
                         written += (await conn.execute(_PACK_MINUTES_SLICE, params)).rowcount
             await conn.execute("DELETE FROM rollup_pack_dirty WHERE day = %s", (day,))
+        await self._reclaim(conn, "rollup_1m", new_mark, days)
         return written
 
     async def apply_retention(self, now_ms: int) -> int:
