@@ -58,7 +58,8 @@ class _Stats:
             bus = self.buses_by_name[poller.bus.name]
             for plan in poller.devices:
                 unit = bus.unit_stats(plan.config.unit)
-                views[plan.config.name] = DeviceStatsView(
+                # Devices sharing a unit id (a concentrator) share its requests and latency.
+                view = DeviceStatsView(
                     online=plan.online is True,
                     requests=unit.requests,
                     timeouts=unit.timeouts,
@@ -68,6 +69,8 @@ class _Stats:
                     latency_mean_ms=unit.latency_mean_ms,
                     latency_max_ms=unit.latency_max_s * 1000.0,
                 )
+                for member in plan.members:
+                    views[member.name] = view
         return views
 
     def buses(self) -> dict[str, BusStatsView]:

@@ -7,6 +7,10 @@ Rules:
 - The poller awaits every request before the next, and all requests go through ``ExclusiveBus``, so
   with commands and interlock writes on the same bus there is still one request in flight per bus.
   Devices' first polls are staggered over the fast period so a bus never sees a burst.
+- Devices that share a unit id (a concentrator mirroring the room's devices into one table) are one
+  *plan*: their points are planned together, so one request may carry several devices' points, and
+  each cycle reports a ``Sample`` per device. They answer or fail together (one unit on the wire), so
+  they are found and lost together.
 - A timeout is retried up to the bus's ``retries`` with a short doubling backoff. A device that fails
   ``offline_after_failures`` cycles in a row is reported lost (→ DDEATH) and is then retried with
   capped exponential backoff; its first good cycle reports it found (→ DBIRTH).
@@ -76,17 +80,41 @@ class DeviceStats:
 
 @dataclass
 class DevicePlan:
-    """One device's block plans and polling state."""
+    """One unit id's block plans and polling state: one device's, or those of several devices sharing
+    the unit (``members``; their points are keyed ``device/Name`` in the blocks)."""
 
     config: DeviceConfig
     fast: list[Block]
     full: list[Block]
+    members: tuple[DeviceConfig, ...] = ()
     online: bool | None = None  # None until the first cycle decides
     consecutive_failures: int = 0
     next_due: dict[PollClass, float] = field(default_factory=dict)
     retry_delay: float = 0.0
     failing_blocks: set[int] = field(default_factory=set)
     stats: DeviceStats = field(default_factory=DeviceStats)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            self.members = (self.config,)
+
+
+def plan_unit(
+    members: Sequence[tuple[DeviceConfig, RegisterMap]], max_gap: int
+) -> tuple[list[Block], list[Block]]:
+    """Fast and full block plans of one unit: a lone device's points by name, shared ones by path."""
+    if len(members) == 1:
+        points = list(members[0][1].points)
+    else:
+        # Keyed by ``device/Name`` so vfd1/Frequency and vfd2/Frequency stay apart in one block; the
+        # copy skips validation on purpose (a path is not a valid point name, and needs not be one).
+        points = [
+            point.model_copy(update={"name": f"{config.name}/{point.name}"})
+            for config, register_map in members
+            for point in register_map.points
+        ]
+    fast = plan_blocks((p for p in points if p.poll == "fast"), max_gap=max_gap)
+    return fast, plan_blocks(points, max_gap=max_gap)
 
 
 def wall_ms() -> int:
@@ -113,14 +141,14 @@ class BusPoller:
         self.retries = retries
         self.clock_ms = clock_ms
         self.overruns = 0  # cycles that started a full fast period late: the bus cannot keep up
-        self.devices = [
-            DevicePlan(
-                config=config,
-                fast=plan_blocks((p for p in register_map.points if p.poll == "fast"), max_gap=max_gap),
-                full=plan_blocks(register_map.points, max_gap=max_gap),
-            )
-            for config, register_map in devices
-        ]
+        units: dict[int, list[tuple[DeviceConfig, RegisterMap]]] = {}
+        for config, register_map in devices:
+            units.setdefault(config.unit, []).append((config, register_map))
+        self.devices = []
+        for members in units.values():
+            fast, full = plan_unit(members, max_gap)
+            configs = tuple(config for config, _ in members)
+            self.devices.append(DevicePlan(config=configs[0], fast=fast, full=full, members=configs))
 
     def period(self, poll_class: PollClass) -> float:
         return self.poll.fast_s if poll_class == "fast" else self.poll.slow_s
@@ -178,10 +206,21 @@ class BusPoller:
             plan.retry_delay = 0.0
             if plan.online is not True:
                 plan.online = True
-                log.info("device_found", device=plan.config.name)
-                await self.sink(DeviceFound(plan.config.name, now))
-            if values:
-                await self.sink(Sample(plan.config.name, now, values, "slow" if slow_due else "fast"))
+                for member in plan.members:
+                    log.info("device_found", device=member.name)
+                    await self.sink(DeviceFound(member.name, now))
+            poll_class: PollClass = "slow" if slow_due else "fast"
+            if len(plan.members) == 1:
+                if values:
+                    await self.sink(Sample(plan.config.name, now, values, poll_class))
+                return
+            by_device: dict[str, dict[str, Value]] = {}
+            for path, value in values.items():
+                device, _, name = path.partition("/")
+                by_device.setdefault(device, {})[name] = value
+            for member in plan.members:
+                if member.name in by_device:
+                    await self.sink(Sample(member.name, now, by_device[member.name], poll_class))
             return
         plan.stats.failures += 1
         plan.consecutive_failures += 1
@@ -189,8 +228,9 @@ class BusPoller:
             plan.consecutive_failures >= self.poll.offline_after_failures or plan.online is None
         ):
             plan.online = False
-            log.warning("device_lost", device=plan.config.name, reason=failure)
-            await self.sink(DeviceLost(plan.config.name, now, failure))
+            for member in plan.members:
+                log.warning("device_lost", device=member.name, reason=failure)
+                await self.sink(DeviceLost(member.name, now, failure))
         if plan.online is False:
             plan.retry_delay = min(max(plan.retry_delay * 2, self.poll.fast_s), self.poll.offline_retry_max_s)
 
