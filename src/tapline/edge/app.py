@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tapline.edge.config import RoomConfig
@@ -70,7 +70,8 @@ class _Stats:
                     latency_max_ms=unit.latency_max_s * 1000.0,
                 )
                 for member in plan.members:
-                    views[member.name] = view
+                    link_up = plan.announced.get(member.name) is not False
+                    views[member.name] = replace(view, online=view.online and link_up)
         return views
 
     def buses(self) -> dict[str, BusStatsView]:

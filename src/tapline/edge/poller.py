@@ -10,7 +10,9 @@ Rules:
 - Devices that share a unit id (a concentrator mirroring the room's devices into one table) are one
   *plan*: their points are planned together, so one request may carry several devices' points, and
   each cycle reports a ``Sample`` per device. They answer or fail together (one unit on the wire), so
-  they are found and lost together.
+  they are found and lost together; besides, such a device whose ``Online`` point (the concentrator's
+  link to it) reads false is reported lost, and its values (the last the concentrator read) withheld,
+  until it reads true: the cloud sees the same DDEATH/DBIRTH as when it polls the device directly.
 - A timeout is retried up to the bus's ``retries`` with a short doubling backoff. A device that fails
   ``offline_after_failures`` cycles in a row is reported lost (→ DDEATH) and is then retried with
   capped exponential backoff; its first good cycle reports it found (→ DBIRTH).
@@ -39,6 +41,8 @@ log = get_logger(__name__)
 
 PollClass = Literal["fast", "slow"]
 RETRY_BACKOFF_S = 0.05
+LINK_POINT = "Online"
+"""A device sharing a concentrator's unit id is lost while this point of it reads false."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class DevicePlan:
     fast: list[Block]
     full: list[Block]
     members: tuple[DeviceConfig, ...] = ()
+    announced: dict[str, bool] = field(default_factory=dict)  # per member: last reported found/lost
     online: bool | None = None  # None until the first cycle decides
     consecutive_failures: int = 0
     next_due: dict[PollClass, float] = field(default_factory=dict)
@@ -204,23 +209,8 @@ class BusPoller:
         if failure is None:
             plan.consecutive_failures = 0
             plan.retry_delay = 0.0
-            if plan.online is not True:
-                plan.online = True
-                for member in plan.members:
-                    log.info("device_found", device=member.name)
-                    await self.sink(DeviceFound(member.name, now))
-            poll_class: PollClass = "slow" if slow_due else "fast"
-            if len(plan.members) == 1:
-                if values:
-                    await self.sink(Sample(plan.config.name, now, values, poll_class))
-                return
-            by_device: dict[str, dict[str, Value]] = {}
-            for path, value in values.items():
-                device, _, name = path.partition("/")
-                by_device.setdefault(device, {})[name] = value
-            for member in plan.members:
-                if member.name in by_device:
-                    await self.sink(Sample(member.name, now, by_device[member.name], poll_class))
+            plan.online = True
+            await self._report(plan, values, now, "slow" if slow_due else "fast")
             return
         plan.stats.failures += 1
         plan.consecutive_failures += 1
@@ -229,10 +219,46 @@ class BusPoller:
         ):
             plan.online = False
             for member in plan.members:
-                log.warning("device_lost", device=member.name, reason=failure)
-                await self.sink(DeviceLost(member.name, now, failure))
+                await self._announce(plan, member.name, False, now, failure)
         if plan.online is False:
             plan.retry_delay = min(max(plan.retry_delay * 2, self.poll.fast_s), self.poll.offline_retry_max_s)
+
+    async def _report(
+        self, plan: DevicePlan, values: dict[str, Value], now: int, poll_class: PollClass
+    ) -> None:
+        """A good cycle: each member found (unless its concentrator reports its link down) and sampled."""
+        if len(plan.members) == 1:
+            await self._announce(plan, plan.config.name, True, now)
+            if values:
+                await self.sink(Sample(plan.config.name, now, values, poll_class))
+            return
+        by_device: dict[str, dict[str, Value]] = {}
+        for path, value in values.items():
+            device, _, name = path.partition("/")
+            by_device.setdefault(device, {})[name] = value
+        for member in plan.members:
+            own = by_device.get(member.name, {})
+            link = own.get(LINK_POINT)
+            if link is not None and not link:
+                await self._announce(plan, member.name, False, now, "its concentrator has lost it")
+                continue  # the concentrator serves that device's last values: not live, not published
+            await self._announce(plan, member.name, True, now)
+            if own:
+                await self.sink(Sample(member.name, now, own, poll_class))
+
+    async def _announce(
+        self, plan: DevicePlan, device: str, online: bool, now: int, reason: str = ""
+    ) -> None:
+        """Report a device found or lost, once per transition."""
+        if plan.announced.get(device) is online:
+            return
+        plan.announced[device] = online
+        if online:
+            log.info("device_found", device=device)
+            await self.sink(DeviceFound(device, now))
+        else:
+            log.warning("device_lost", device=device, reason=reason)
+            await self.sink(DeviceLost(device, now, reason))
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""
