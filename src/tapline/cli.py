@@ -135,7 +135,7 @@ def _bench_query_edge_parsers(commands: Any) -> None:
         "--no-compact", action="store_true", help="keep every value a row (no compaction job after each hour)"
     )
     query.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated standard room")
+    edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated room")
     edge.add_argument("--duration", type=float, default=60.0, help="measured seconds after the warm-up")
     edge.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
     edge.add_argument("--broker", default=None, help="MQTT broker URL (default: an embedded amqtt broker)")

@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tapline.domain.model import DataType, PointSpec
 
 MAPS_DIR = Path(__file__).parent / "maps"
+CONCENTRATOR_MAPS = frozenset({"concentrator"})
+"""Built-in maps in the concentrator format (``devices:``), used by slice (``concentrator/plc``)."""
 
 
 class Table(StrEnum):
@@ -236,4 +238,6 @@ def builtin_map(name: str) -> RegisterMap:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in MAPS_DIR.glob("*.yaml")))
         raise MapError(f"unknown built-in register map {name!r} (known: {known})")
+    if name in CONCENTRATOR_MAPS:
+        raise MapError(f"{name!r} is a concentrator's table: name one device's slice, e.g. {name}/plc")
     return load_map_file(path)

@@ -64,6 +64,8 @@ def test_layouts() -> None:
         concentrator_layout(5)
     with pytest.raises(MapError, match="no device 'vfd5'"):
         builtin_map("concentrator/vfd5")
+    with pytest.raises(MapError, match="name one device's slice"):
+        builtin_map("concentrator")
 
 
 def test_overlap_across_devices_is_refused(tmp_path: Path) -> None:
