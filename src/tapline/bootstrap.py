@@ -451,13 +451,18 @@ async def run_sim_rooms(
     write_configs: Path | None = None,
     api_port: int = 0,
     demo_password: str = "demo",  # noqa: S107 - the documented demo login of the fault API
+    layout: str = "standard",
+    pumps: int | None = None,
 ) -> None:
     """``tapline sim rooms``: serve simulated rooms over Modbus TCP (room N on ``base_port + N - 1``),
-    optionally write a gateway config per room for ``tapline edge`` and serve the fault API."""
+    optionally write a gateway config per room for ``tapline edge`` and serve the fault API.
+    ``layout`` and ``pumps`` as in ``SimulatedCity.build``."""
     from tapline.ingest.live import LiveState
     from tapline.store.telemetry import open_telemetry_store
 
-    city = SimulatedCity.build(sites, districts, seed=seed, host=host, base_port=base_port)
+    city = SimulatedCity.build(
+        sites, districts, seed=seed, host=host, base_port=base_port, layout=layout, pumps=pumps
+    )
     city.speed = speed
     await city.start()
     try:

@@ -138,11 +138,17 @@ def _bench_query_edge_parsers(commands: Any) -> None:
         "--no-compact", action="store_true", help="keep every value a row (no compaction job after each hour)"
     )
     query.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
-    edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated standard room")
+    edge = commands.add_parser("edge", help="one tapline edge gateway polling one simulated room")
     edge.add_argument("--duration", type=float, default=60.0, help="measured seconds after the warm-up")
     edge.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
     edge.add_argument("--broker", default=None, help="MQTT broker URL (default: an embedded amqtt broker)")
     edge.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    edge.add_argument(
+        "--layout",
+        choices=("standard", "concentrator"),
+        default="standard",
+        help="the room's Modbus layout (concentrator: a 4-pump room, 80 points on one unit id)",
+    )
 
 
 async def _bench_query_edge(args: argparse.Namespace) -> None:
@@ -158,7 +164,7 @@ async def _bench_query_edge(args: argparse.Namespace) -> None:
         from tapline.bench.edge import EdgeBench, run_edge_bench
 
         result = await run_edge_bench(
-            EdgeBench(duration_s=args.duration, warmup_s=args.warmup, broker=args.broker)
+            EdgeBench(duration_s=args.duration, warmup_s=args.warmup, broker=args.broker, layout=args.layout)
         )
     text = json.dumps(result, indent=2, ensure_ascii=False)
     print(text)
@@ -248,6 +254,15 @@ def _sim_parser(sim: argparse.ArgumentParser) -> None:
     rooms.add_argument("--write-configs", type=Path, default=None, help="write a gateway YAML per room here")
     rooms.add_argument("--api-port", type=int, default=0, help="also serve /api/v1/sim/faults on this port")
     rooms.add_argument("--demo-password", default="demo", help="password of the fault API's demo users")
+    rooms.add_argument(
+        "--layout",
+        choices=("standard", "concentrator"),
+        default="standard",
+        help="standard: a unit id per device; concentrator: the PLC mirrors every device on one unit id",
+    )
+    rooms.add_argument(
+        "--pumps", type=int, choices=(2, 3, 4), default=None, help="pumps in every room (default: varied)"
+    )
 
     for name, text in (
         ("inject", "inject a fault into a running simulator (tapline demo)"),
@@ -317,6 +332,8 @@ def _sim(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
             write_configs=args.write_configs,
             api_port=args.api_port,
             demo_password=args.demo_password,
+            layout=args.layout,
+            pumps=args.pumps,
         )
     return _fault_command(args)
 

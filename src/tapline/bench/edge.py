@@ -1,4 +1,9 @@
-"""``tapline bench edge``: one ``tapline edge`` gateway polling one simulated standard room on loopback.
+"""``tapline bench edge``: one ``tapline edge`` gateway polling one simulated room on loopback.
+
+``layout`` is the room's Modbus layout: ``standard`` (the simulator's room as it comes, one unit id
+per device) or ``concentrator`` (a 4-pump room whose PLC mirrors every device into one holding table
+on one unit id, 80 points; see ``registers.layout``). Block reads are planned and reported per unit id,
+the way the gateway polls: devices sharing a unit are read together.
 
 Processes (so each one's CPU is its own):
 - the room: ``tapline sim rooms --sites 1`` (the simulator's Modbus TCP server, physics stepped every
@@ -48,9 +53,9 @@ import yaml
 from tapline.bench.ingest import percentile
 from tapline.bench.procstat import cpu_seconds, machine_busy_seconds, rss_mb
 from tapline.broker import EmbeddedBroker, pick_port
-from tapline.edge.config import load_room
+from tapline.edge.config import DeviceConfig, load_room
+from tapline.edge.poller import plan_unit
 from tapline.mqtt import BrokerUrl, Connection, Message, run_session
-from tapline.registers.blocks import plan_blocks
 from tapline.sparkplug.codec import decode_payload
 
 __all__ = ["Cycle", "EdgeBench", "ModbusTap", "cycles_of", "room_scans", "run_edge_bench"]
@@ -65,6 +70,7 @@ class EdgeBench:
     broker: str | None = None  # None: an embedded amqtt broker in this process
     seed: int = 1
     workdir: Path | None = None
+    layout: str = "standard"  # or "concentrator" (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,9 +264,10 @@ async def run_edge_bench(bench: EdgeBench) -> dict[str, Any]:
         broker_url = bench.broker
     group = f"bench-e{uuid.uuid4().hex[:8]}"
     room_port, _ = pick_port("127.0.0.1", 15620)
+    layout = ["--layout", bench.layout] + (["--pumps", "4"] if bench.layout == "concentrator" else [])
     sim = await asyncio.create_subprocess_exec(
         *_cli("sim", "rooms", "--sites", "1", "--base-port", str(room_port), "--seed", str(bench.seed),
-              "--write-configs", str(workdir / "rooms")),
+              "--write-configs", str(workdir / "rooms"), *layout),
         stdout=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     tap = ModbusTap("127.0.0.1", room_port)
@@ -364,24 +371,22 @@ def _report(
     fast_s = float(room.poll.fast_s)
     measured = [r for r in requests if loop_window[0] <= r.sent < loop_window[1]]
     by_unit = cycles_of(measured, fast_s / 2)
-    units = {d.unit: d.name for d in room.devices}
-    devices: dict[str, Any] = {}
-    planned_fast = planned_full = 0
-    points = 0
+    units: dict[int, list[DeviceConfig]] = {}
     for device in room.devices:
-        register_map = maps[device.name]
-        fast = plan_blocks([p for p in register_map.points if p.poll == "fast"])
-        full = plan_blocks(register_map.points)
+        units.setdefault(device.unit, []).append(device)
+    unit_reports: dict[str, Any] = {}
+    planned: dict[int, tuple[int, int]] = {}
+    planned_fast = planned_full = 0
+    for unit, members in units.items():
+        fast, full = plan_unit([(d, maps[d.name]) for d in members], room.buses[0].max_gap)
+        planned[unit] = (len(fast), len(full))
         planned_fast += len(fast)
         planned_full += len(full)
-        points += len(register_map.points)
-        cycles = by_unit.get(device.unit, [])
+        cycles = by_unit.get(unit, [])
         reads = sorted(c.reads for c in cycles)
-        prefix = f"Device/{device.name}/"
-        devices[device.name] = {
-            "unit": device.unit,
-            "points": len(register_map.points),
-            "points_in_birth": watch.device_points.get(device.name),
+        unit_reports[str(unit)] = {
+            "devices": [d.name for d in members],
+            "points": sum(len(maps[d.name].points) for d in members),
             "planned_reads_fast_cycle": len(fast),
             "planned_reads_full_cycle": len(full),
             "planned_blocks_full": [f"{b.table.value}@{b.address}+{b.count}" for b in full],
@@ -389,6 +394,27 @@ def _report(
             "reads_per_cycle_median": percentile(reads, 50),
             "reads_per_cycle_max": max(reads, default=None),
             "cycle": _stats([c.end - c.start for c in cycles]),
+        }
+    devices: dict[str, Any] = {}
+    points = 0
+    for device in room.devices:
+        register_map = maps[device.name]
+        points += len(register_map.points)
+        unit_report = unit_reports[str(device.unit)]
+        prefix = f"Device/{device.name}/"
+        devices[device.name] = {
+            "unit": device.unit,
+            "points": len(register_map.points),
+            "points_in_birth": watch.device_points.get(device.name),
+            # A device sharing its unit id is read with the others: these are the unit's figures.
+            "shares_unit_with": [name for name in unit_report["devices"] if name != device.name],
+            "planned_reads_fast_cycle": unit_report["planned_reads_fast_cycle"],
+            "planned_reads_full_cycle": unit_report["planned_reads_full_cycle"],
+            "planned_blocks_full": unit_report["planned_blocks_full"],
+            "cycles": unit_report["cycles"],
+            "reads_per_cycle_median": unit_report["reads_per_cycle_median"],
+            "reads_per_cycle_max": unit_report["reads_per_cycle_max"],
+            "cycle": unit_report["cycle"],
             "gateway_latency_mean_ms": metrics1.get(prefix + "LatencyMs"),
             "gateway_latency_max_ms": metrics1.get(prefix + "LatencyMaxMs"),
             "gateway_requests": metrics1.get(prefix + "Requests"),
@@ -407,7 +433,9 @@ def _report(
     warnings = [line for line in log_lines if "warning" in line.lower() or "error" in line.lower()]
     return {
         "site": room.site,
+        "layout": bench.layout,
         "devices_count": len(room.devices),
+        "units_count": len(units),
         "points": points,
         "fast_s": fast_s,
         "slow_s": float(room.poll.slow_s),
@@ -419,13 +447,14 @@ def _report(
             "planned_full": planned_full,
             "measured_scan_median": percentile(scan_reads, 50),
             "measured_scan_max": max(scan_reads, default=None),
-            "per_device_max": max((d["planned_reads_fast_cycle"] for d in devices.values()), default=0),
+            "per_unit_max": max((fast for fast, _ in planned.values()), default=0),
         },
         "cycle": {
             "device": _stats([c.end - c.start for cycles in by_unit.values() for c in cycles]),
             "scan_bus_time": _stats([sum(c.end - c.start for c in scan) for scan in scans]),
             "scans": len(scans),
         },
+        "units": unit_reports,
         "devices": devices,
         "unknown_units": sorted(set(by_unit) - set(units)),
         "modbus_requests_per_s": {

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tapline.edge.config import RoomConfig
@@ -58,7 +58,8 @@ class _Stats:
             bus = self.buses_by_name[poller.bus.name]
             for plan in poller.devices:
                 unit = bus.unit_stats(plan.config.unit)
-                views[plan.config.name] = DeviceStatsView(
+                # Devices sharing a unit id (a concentrator) share its requests and latency.
+                view = DeviceStatsView(
                     online=plan.online is True,
                     requests=unit.requests,
                     timeouts=unit.timeouts,
@@ -68,6 +69,9 @@ class _Stats:
                     latency_mean_ms=unit.latency_mean_ms,
                     latency_max_ms=unit.latency_max_s * 1000.0,
                 )
+                for member in plan.members:
+                    link_up = plan.announced.get(member.name) is not False
+                    views[member.name] = replace(view, online=view.online and link_up)
         return views
 
     def buses(self) -> dict[str, BusStatsView]:

@@ -1,6 +1,9 @@
 """Gateway configuration: one YAML file per pump room, validated at start-up.
 
 Rules:
+- Several devices may share one unit id on a bus when their maps use disjoint registers: a PLC or
+  Modbus gateway that concentrates the room's instruments into one table (``concentrator/plc``,
+  ``concentrator/vfd1`` …). They keep their own names and points; the poller reads them together.
 - Everything the gateway does is in this file: buses (TCP, RTU, RTU over TCP), devices (unit id +
   register map, built-in by name or a YAML file path relative to the room file, with per-point
   overrides of poll class and deadband), poll periods, history bounds, and the local interlocks.
@@ -302,6 +305,7 @@ def parse_room(
             if name not in known:
                 problem(("devices", index, "points", name), f"map {device.map!r} has no point {name!r}")
         maps[device.name] = apply_overrides(register_map, device.points)
+    _check_shared_units(room, maps, problem)
     if room.interlocks is not None:
         _check_interlocks(room.interlocks, maps, problem)
     if problems:
@@ -320,7 +324,6 @@ def _check_names(room: RoomConfig, problem: Problem) -> None:
             problem(("buses", index, "name"), f"bus name {bus.name!r} is used twice")
         seen_buses.add(bus.name)
     seen: set[str] = set()
-    units: dict[tuple[str, int], str] = {}
     for index, device in enumerate(room.devices):
         if device.name in seen:
             problem(("devices", index, "name"), f"device name {device.name!r} is used twice")
@@ -329,9 +332,29 @@ def _check_names(room: RoomConfig, problem: Problem) -> None:
         seen.add(device.name)
         if device.bus not in seen_buses:
             problem(("devices", index, "bus"), f"unknown bus {device.bus!r} (buses: {sorted(seen_buses)})")
-        other = units.setdefault((device.bus, device.unit), device.name)
-        if other != device.name:
-            problem(("devices", index, "unit"), f"unit {device.unit} on bus {device.bus} is also {other}")
+
+
+def _check_shared_units(room: RoomConfig, maps: Mapping[str, RegisterMap], problem: Problem) -> None:
+    """Devices on one (bus, unit) must not claim the same register: one of them would be misread."""
+    taken: dict[tuple[str, int, str, int], tuple[str, str]] = {}
+    for index, device in enumerate(room.devices):
+        register_map = maps.get(device.name)
+        if register_map is None:
+            continue
+        clash: tuple[str, str, str, int] | None = None
+        for point in register_map.points:
+            for word in range(point.address, point.address + point.words):
+                key = (device.bus, device.unit, point.table.value, word)
+                other = taken.setdefault(key, (device.name, point.name))
+                if other[0] != device.name and clash is None:
+                    clash = (other[0], f"{other[0]}/{other[1]}", point.table.value, word)
+        if clash is not None:
+            other_device, other_point, table, word = clash
+            problem(
+                ("devices", index, "unit"),
+                f"unit {device.unit} on bus {device.bus} is also {other_device}, and their maps overlap "
+                f"at {table} {word} ({other_point}); only devices with disjoint registers may share a unit",
+            )
 
 
 def _find(maps: Mapping[str, RegisterMap], path: str) -> RegisterPoint | str:

@@ -7,6 +7,12 @@ Rules:
 - The poller awaits every request before the next, and all requests go through ``ExclusiveBus``, so
   with commands and interlock writes on the same bus there is still one request in flight per bus.
   Devices' first polls are staggered over the fast period so a bus never sees a burst.
+- Devices that share a unit id (a concentrator mirroring the room's devices into one table) are one
+  *plan*: their points are planned together, so one request may carry several devices' points, and
+  each cycle reports a ``Sample`` per device. They answer or fail together (one unit on the wire), so
+  they are found and lost together; besides, such a device whose ``Online`` point (the concentrator's
+  link to it) reads false is reported lost, and its values (the last the concentrator read) withheld,
+  until it reads true: the cloud sees the same DDEATH/DBIRTH as when it polls the device directly.
 - A timeout is retried up to the bus's ``retries`` with a short doubling backoff. A device that fails
   ``offline_after_failures`` cycles in a row is reported lost (→ DDEATH) and is then retried with
   capped exponential backoff; its first good cycle reports it found (→ DBIRTH).
@@ -35,6 +41,8 @@ log = get_logger(__name__)
 
 PollClass = Literal["fast", "slow"]
 RETRY_BACKOFF_S = 0.05
+LINK_POINT = "Online"
+"""A device sharing a concentrator's unit id is lost while this point of it reads false."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,17 +84,42 @@ class DeviceStats:
 
 @dataclass
 class DevicePlan:
-    """One device's block plans and polling state."""
+    """One unit id's block plans and polling state: one device's, or those of several devices sharing
+    the unit (``members``; their points are keyed ``device/Name`` in the blocks)."""
 
     config: DeviceConfig
     fast: list[Block]
     full: list[Block]
+    members: tuple[DeviceConfig, ...] = ()
+    announced: dict[str, bool] = field(default_factory=dict)  # per member: last reported found/lost
     online: bool | None = None  # None until the first cycle decides
     consecutive_failures: int = 0
     next_due: dict[PollClass, float] = field(default_factory=dict)
     retry_delay: float = 0.0
     failing_blocks: set[int] = field(default_factory=set)
     stats: DeviceStats = field(default_factory=DeviceStats)
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            self.members = (self.config,)
+
+
+def plan_unit(
+    members: Sequence[tuple[DeviceConfig, RegisterMap]], max_gap: int
+) -> tuple[list[Block], list[Block]]:
+    """Fast and full block plans of one unit: a lone device's points by name, shared ones by path."""
+    if len(members) == 1:
+        points = list(members[0][1].points)
+    else:
+        # Keyed by ``device/Name`` so vfd1/Frequency and vfd2/Frequency stay apart in one block; the
+        # copy skips validation on purpose (a path is not a valid point name, and needs not be one).
+        points = [
+            point.model_copy(update={"name": f"{config.name}/{point.name}"})
+            for config, register_map in members
+            for point in register_map.points
+        ]
+    fast = plan_blocks((p for p in points if p.poll == "fast"), max_gap=max_gap)
+    return fast, plan_blocks(points, max_gap=max_gap)
 
 
 def wall_ms() -> int:
@@ -113,14 +146,14 @@ class BusPoller:
         self.retries = retries
         self.clock_ms = clock_ms
         self.overruns = 0  # cycles that started a full fast period late: the bus cannot keep up
-        self.devices = [
-            DevicePlan(
-                config=config,
-                fast=plan_blocks((p for p in register_map.points if p.poll == "fast"), max_gap=max_gap),
-                full=plan_blocks(register_map.points, max_gap=max_gap),
-            )
-            for config, register_map in devices
-        ]
+        units: dict[int, list[tuple[DeviceConfig, RegisterMap]]] = {}
+        for config, register_map in devices:
+            units.setdefault(config.unit, []).append((config, register_map))
+        self.devices = []
+        for members in units.values():
+            fast, full = plan_unit(members, max_gap)
+            configs = tuple(config for config, _ in members)
+            self.devices.append(DevicePlan(config=configs[0], fast=fast, full=full, members=configs))
 
     def period(self, poll_class: PollClass) -> float:
         return self.poll.fast_s if poll_class == "fast" else self.poll.slow_s
@@ -176,12 +209,8 @@ class BusPoller:
         if failure is None:
             plan.consecutive_failures = 0
             plan.retry_delay = 0.0
-            if plan.online is not True:
-                plan.online = True
-                log.info("device_found", device=plan.config.name)
-                await self.sink(DeviceFound(plan.config.name, now))
-            if values:
-                await self.sink(Sample(plan.config.name, now, values, "slow" if slow_due else "fast"))
+            plan.online = True
+            await self._report(plan, values, now, "slow" if slow_due else "fast")
             return
         plan.stats.failures += 1
         plan.consecutive_failures += 1
@@ -189,10 +218,47 @@ class BusPoller:
             plan.consecutive_failures >= self.poll.offline_after_failures or plan.online is None
         ):
             plan.online = False
-            log.warning("device_lost", device=plan.config.name, reason=failure)
-            await self.sink(DeviceLost(plan.config.name, now, failure))
+            for member in plan.members:
+                await self._announce(plan, member.name, False, now, failure)
         if plan.online is False:
             plan.retry_delay = min(max(plan.retry_delay * 2, self.poll.fast_s), self.poll.offline_retry_max_s)
+
+    async def _report(
+        self, plan: DevicePlan, values: dict[str, Value], now: int, poll_class: PollClass
+    ) -> None:
+        """A good cycle: each member found (unless its concentrator reports its link down) and sampled."""
+        if len(plan.members) == 1:
+            await self._announce(plan, plan.config.name, True, now)
+            if values:
+                await self.sink(Sample(plan.config.name, now, values, poll_class))
+            return
+        by_device: dict[str, dict[str, Value]] = {}
+        for path, value in values.items():
+            device, _, name = path.partition("/")
+            by_device.setdefault(device, {})[name] = value
+        for member in plan.members:
+            own = by_device.get(member.name, {})
+            link = own.get(LINK_POINT)
+            if link is not None and not link:
+                await self._announce(plan, member.name, False, now, "its concentrator has lost it")
+                continue  # the concentrator serves that device's last values: not live, not published
+            await self._announce(plan, member.name, True, now)
+            if own:
+                await self.sink(Sample(member.name, now, own, poll_class))
+
+    async def _announce(
+        self, plan: DevicePlan, device: str, online: bool, now: int, reason: str = ""
+    ) -> None:
+        """Report a device found or lost, once per transition."""
+        if plan.announced.get(device) is online:
+            return
+        plan.announced[device] = online
+        if online:
+            log.info("device_found", device=device)
+            await self.sink(DeviceFound(device, now))
+        else:
+            log.warning("device_lost", device=device, reason=reason)
+            await self.sink(DeviceLost(device, now, reason))
 
     async def run(self) -> None:
         """Poll forever (until cancelled)."""

@@ -7,6 +7,10 @@ Rules:
   wire type and scale (a scaled integer is a float), and can be set explicitly (``datatype: int``).
 - Only points marked ``writable`` may ever be written, by the gateway or by anything else.
 - Validation errors name the file, the point and the field (the gateway refuses to start on them).
+- A *concentrator* map (a PLC or Modbus gateway that mirrors several field devices into one unit id's
+  registers) lists its points per device under ``devices``; no two points of any device may share a
+  register. ``builtin_map("concentrator/vfd1")`` is one device's slice of it, an ordinary map, so the
+  room file keeps the device (and every Sparkplug point name) while all slices share one unit id.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from tapline.domain.model import DataType, PointSpec
 
 MAPS_DIR = Path(__file__).parent / "maps"
+CONCENTRATOR_MAPS = frozenset({"concentrator"})
+"""Built-in maps in the concentrator format (``devices:``), used by slice (``concentrator/plc``)."""
 
 
 class Table(StrEnum):
@@ -142,6 +148,43 @@ class RegisterMap(BaseModel):
         raise KeyError(name)
 
 
+class ConcentratorMap(BaseModel):
+    """A register table that mirrors several devices into one unit id (one YAML file, see the rules)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    description: str = ""
+    devices: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], tuple[RegisterPoint, ...]]
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> ConcentratorMap:
+        taken: dict[tuple[Table, int], str] = {}
+        for device, points in self.devices.items():
+            RegisterMap(model=f"{self.model}/{device}", points=points)  # names unique within a device
+            for point in points:
+                for word in range(point.address, point.address + point.words):
+                    other = taken.setdefault((point.table, word), f"{device}/{point.name}")
+                    if other != f"{device}/{point.name}":
+                        raise ValueError(
+                            f"{device}/{point.name} overlaps {other} at {point.table.value} {word}"
+                        )
+        return self
+
+    def device_map(self, device: str) -> RegisterMap:
+        """One device's slice of the table, as an ordinary register map."""
+        points = self.devices.get(device)
+        if points is None:
+            raise MapError(
+                f"concentrator map {self.model!r} has no device {device!r} (has {sorted(self.devices)})"
+            )
+        return RegisterMap(model=f"{self.model}/{device}", description=self.description, points=points)
+
+    def all_points(self) -> list[tuple[str, RegisterPoint]]:
+        """Every (device, point) of the table, in file order."""
+        return [(device, point) for device, points in self.devices.items() for point in points]
+
+
 def format_validation_error(source: str, error: ValidationError) -> str:
     """One line per problem: ``file: field.path: message``."""
     lines = []
@@ -163,11 +206,38 @@ def load_map_file(path: Path) -> RegisterMap:
         raise MapError(format_validation_error(str(path), exc)) from exc
 
 
+def load_concentrator_file(path: Path) -> ConcentratorMap:
+    """Load and validate one concentrator map file; MapError names the file and field on failure."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise MapError(f"{path}: cannot read register map: {exc}") from exc
+    try:
+        return ConcentratorMap.model_validate(raw)
+    except ValidationError as exc:
+        raise MapError(format_validation_error(str(path), exc)) from exc
+
+
+@cache
+def builtin_concentrator(name: str) -> ConcentratorMap:
+    """A concentrator map shipped with tapline (``concentrator``)."""
+    path = MAPS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise MapError(f"unknown built-in concentrator map {name!r}")
+    return load_concentrator_file(path)
+
+
 @cache
 def builtin_map(name: str) -> RegisterMap:
-    """A register map shipped with tapline (``booster_plc``, ``vfd``, ``water_quality``, …)."""
+    """A register map shipped with tapline (``booster_plc``, ``vfd``, ``water_quality``, …), or one
+    device's slice of a shipped concentrator map (``concentrator/vfd1``)."""
+    if "/" in name:
+        table, _, device = name.partition("/")
+        return builtin_concentrator(table).device_map(device)
     path = MAPS_DIR / f"{name}.yaml"
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in MAPS_DIR.glob("*.yaml")))
         raise MapError(f"unknown built-in register map {name!r} (known: {known})")
+    if name in CONCENTRATOR_MAPS:
+        raise MapError(f"{name!r} is a concentrator's table: name one device's slice, e.g. {name}/plc")
     return load_map_file(path)

@@ -1,4 +1,5 @@
-"""Serve a simulated room over Modbus TCP: the room's gateway with one unit id per device.
+"""Serve a simulated room over Modbus TCP: the room's gateway with one unit id per device, or the
+booster PLC as the concentrator of every device on one unit id.
 
 This is the only simulator module that imports pymodbus. The register image of every device is
 rebuilt from the physics after each step (``refresh``); reads are served from that image, writes are
@@ -7,6 +8,10 @@ test talks to exactly what it would talk to in a real room.
 
 A device that the physics reports as not answering (device_offline, network_loss, power loss for
 unpowered devices) gets no response at all, so the client sees a timeout as in the field.
+
+Several devices on one unit id (layout ``concentrator``) share its register tables; the first of
+them (the PLC) is the one that answers. A mirrored device that is down keeps its last values in the
+table, with its ``Online`` point false (see ``sim.concentrator``, which adds the PLC's own points).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from tapline.logs import get_logger
 from tapline.registers.codec import EncodeError, decode_registers, encode_bit, encode_registers
 from tapline.registers.layout import DeviceSlot
 from tapline.registers.maps import RegisterPoint, Table
+from tapline.sim.concentrator import concentrator_values
 from tapline.sim.physics import RoomSim
 
 log = get_logger(__name__)
@@ -44,18 +50,26 @@ _WRITE_TABLE = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDI
 
 
 @dataclass
-class _DeviceImage:
-    slot: DeviceSlot
+class _UnitImage:
+    """The registers of one unit id: one device's, or a concentrator's shared by several (``slots``)."""
+
+    slots: list[DeviceSlot]
     tables: dict[Table, list[int]] = field(default_factory=dict)
-    by_address: dict[tuple[Table, int], RegisterPoint] = field(default_factory=dict)
+    by_address: dict[tuple[Table, int], tuple[str, RegisterPoint]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for point in self.slot.register_map.points:
-            size = point.address + point.words
-            table = self.tables.setdefault(point.table, [])
-            if len(table) < size:
-                table.extend([0] * (size - len(table)))
-            self.by_address[(point.table, point.address)] = point
+        for slot in self.slots:
+            for point in slot.register_map.points:
+                size = point.address + point.words
+                table = self.tables.setdefault(point.table, [])
+                if len(table) < size:
+                    table.extend([0] * (size - len(table)))
+                self.by_address[(point.table, point.address)] = (slot.name, point)
+
+    @property
+    def host(self) -> str:
+        """The device that answers for this unit id (the PLC of a concentrator)."""
+        return self.slots[0].name
 
 
 class RoomImage:
@@ -63,32 +77,45 @@ class RoomImage:
 
     def __init__(self, room: RoomSim, layout: Sequence[DeviceSlot]) -> None:
         self.room = room
-        self.devices = {slot.unit: _DeviceImage(slot) for slot in layout}
+        units: dict[int, list[DeviceSlot]] = {}
+        for slot in layout:
+            units.setdefault(slot.unit, []).append(slot)
+        self.devices = {unit: _UnitImage(slots) for unit, slots in units.items()}
+        self.concentrated = any(len(image.slots) > 1 for image in self.devices.values())
         self.refresh()
 
     def refresh(self) -> None:
         """Encode the physics' current values into every device's registers."""
         values = self.room.values()
+        if self.concentrated:
+            values.update(concentrator_values(self.room, values))
         for image in self.devices.values():
-            for point in image.slot.register_map.points:
-                value = values.get(f"{image.slot.name}/{point.name}")
-                if value is None:
-                    continue
-                table = image.tables[point.table]
-                try:
-                    if point.table.is_bit:
-                        table[point.address] = int(encode_bit(point, value))
-                    else:
-                        words = encode_registers(point, value)
-                        table[point.address : point.address + len(words)] = words
-                except EncodeError:
-                    # A physical value beyond what the wire type holds saturates, as a real
-                    # transmitter's output does; it never breaks the image.
-                    continue
+            for slot in image.slots:
+                frozen = slot.name != image.host and not self.room.device_online(slot.name)
+                for point in slot.register_map.points:
+                    if frozen and point.name != "Online":
+                        continue  # the PLC keeps serving what it last read from a device it lost
+                    value = values.get(f"{slot.name}/{point.name}")
+                    if value is None:
+                        continue
+                    self._encode(image.tables[point.table], point, value)
 
-    def _device(self, unit: int) -> _DeviceImage:
+    @staticmethod
+    def _encode(table: list[int], point: RegisterPoint, value: bool | int | float) -> None:
+        try:
+            if point.table.is_bit:
+                table[point.address] = int(encode_bit(point, value))
+            else:
+                words = encode_registers(point, value)
+                table[point.address : point.address + len(words)] = words
+        except EncodeError:
+            # A physical value beyond what the wire type holds saturates, as a real
+            # transmitter's output does; it never breaks the image.
+            return
+
+    def _device(self, unit: int) -> _UnitImage:
         image = self.devices.get(unit)
-        if image is None or not self.room.device_online(image.slot.name):
+        if image is None or not self.room.device_online(image.host):
             raise NoSuchIdException(f"unit {unit} does not answer")
         return image
 
@@ -114,8 +141,11 @@ class RoomImage:
             return ExcCodes.ILLEGAL_FUNCTION
         offset = 0
         while offset < len(values):
-            point = image.by_address.get((table_kind, address + offset))
-            if point is None or not point.writable or offset + point.words > len(values):
+            found = image.by_address.get((table_kind, address + offset))
+            if found is None:
+                return ExcCodes.ILLEGAL_ADDRESS
+            device, point = found
+            if not point.writable or offset + point.words > len(values):
                 return ExcCodes.ILLEGAL_ADDRESS
             value: bool | int | float
             if point.table.is_bit:
@@ -126,7 +156,7 @@ class RoomImage:
                     return ExcCodes.ILLEGAL_VALUE
                 value = decoded
             try:
-                self.room.write(f"{image.slot.name}/{point.name}", value)
+                self.room.write(f"{device}/{point.name}", value)
             except ValueError as exc:
                 log.info("sim_write_refused", unit=unit, point=point.name, value=value, reason=str(exc))
                 return ExcCodes.ILLEGAL_VALUE

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tapline.logs import get_logger
-from tapline.registers.layout import DeviceSlot, standard_layout
+from tapline.registers.layout import DeviceSlot, room_layout
 from tapline.sim.district import DistrictSupply
 from tapline.sim.faults import DEVICE_KINDS, Fault, FaultKind, GroundTruth, TruthEntry
 from tapline.sim.modbus_server import RoomImage, RoomModbusServer
@@ -89,12 +89,17 @@ class SimulatedCity:
         host: str = "127.0.0.1",
         district_names: Sequence[str] | None = None,
         base_port: int = 0,
+        layout: str = "standard",
+        pumps: int | None = None,
     ) -> SimulatedCity:
         """``sites`` rooms numbered PR-0001…, dealt round-robin over the first ``districts`` districts.
 
         ``district_names`` overrides the district (Sparkplug group) ids, e.g. so tests sharing one broker
         never see each other's rooms. Room N's Modbus server listens on ``base_port + N - 1``, or on
-        a free port when ``base_port`` is 0.
+        a free port when ``base_port`` is 0. ``layout`` is how each room's devices face Modbus
+        (``standard``: a unit id per device; ``concentrator``: the PLC mirrors them all on one unit id,
+        see ``registers.layout``); ``pumps`` gives every room that many pumps instead of the number its
+        spec draws (e.g. 4, to fill the concentrator's 80-point table), the rest sized from it as usual.
         """
         if base_port and not 1 <= base_port <= 65536 - sites:
             raise ValueError(f"base port {base_port} leaves no room for {sites} consecutive ports")
@@ -108,13 +113,15 @@ class SimulatedCity:
             site = site_id(index)
             district = names[index % districts]
             spec = make_room_spec(site, district, seed)
+            if pumps is not None:
+                spec = replace(spec, pumps=pumps)
             physics = RoomSim(spec, seed, start_s=8 * 3600.0)
-            layout = standard_layout(spec.pumps)
-            image = RoomImage(physics, layout)
+            devices = room_layout(layout, spec.pumps)
+            image = RoomImage(physics, devices)
             compound = COMPOUNDS[index % len(COMPOUNDS)]
             label = f"{DISTRICT_NAMES.get(district, district)}{compound}{index // districts + 1}号泵房"
             port = base_port + index if base_port else 0
-            rooms[site] = SimRoom(spec, label, physics, layout, image, RoomModbusServer(image, host, port))
+            rooms[site] = SimRoom(spec, label, physics, devices, image, RoomModbusServer(image, host, port))
         return cls(rooms=rooms, districts=supplies)
 
     async def start(self) -> None:

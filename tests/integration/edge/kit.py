@@ -131,8 +131,10 @@ class SimRoom:
 
 
 @contextlib.asynccontextmanager
-async def sim_room(group: str, *, speed: float = 1.0, seed: int = 1) -> AsyncIterator[SimRoom]:
-    city = SimulatedCity.build(1, district_names=[group], seed=seed)
+async def sim_room(
+    group: str, *, speed: float = 1.0, seed: int = 1, layout: str = "standard", pumps: int | None = None
+) -> AsyncIterator[SimRoom]:
+    city = SimulatedCity.build(1, district_names=[group], seed=seed, layout=layout, pumps=pumps)
     city.speed = speed
     await city.start()
     sim = SimRoom(city)

@@ -27,3 +27,21 @@ async def test_rooms_listen_on_consecutive_ports_and_their_configs_load(tmp_path
     assert isinstance(bus, TcpBus)
     assert bus.port == base + 1
     assert set(maps) == {slot.name for slot in city.rooms["PR-0002"].layout}
+
+
+async def test_concentrator_rooms_write_configs_with_every_device_on_the_plc_unit(tmp_path: Path) -> None:
+    city = SimulatedCity.build(2, seed=2, base_port=free_port(), layout="concentrator", pumps=4)
+    await city.start()
+    try:
+        paths = write_room_configs(city, tmp_path)
+        room, maps = load_room(paths[0])
+    finally:
+        await city.stop()
+    assert [(d.name, d.unit, d.map) for d in room.devices][:2] == [
+        ("plc", 1, "concentrator/plc"),
+        ("vfd1", 1, "concentrator/vfd1"),
+    ]
+    assert {d.unit for d in room.devices} == {1}
+    assert [d.name for d in room.devices] == ["plc", "vfd1", "vfd2", "vfd3", "vfd4", "wq", "env", "power"]
+    assert sum(len(m.points) for m in maps.values()) == 80
+    assert all(r.spec.pumps == 4 for r in city.rooms.values())
