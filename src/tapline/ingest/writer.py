@@ -177,14 +177,18 @@ class BatchWriter:
         return samples
 
     async def _resolve_series(self, chunks: list[Chunk]) -> None:
+        """Create or look up the series of every point not seen before, in one store call.
+
+        Plain (site, point) tuples until the call (a city's births bring 400,000 new points): sets and
+        sorts of tuples run in C, a ``SeriesKey`` per reading and a key function did not."""
         series = self._series
-        missing = {
-            SeriesKey(site, r.point)
-            for site, readings in chunks
-            for r in readings
-            if r.point not in series.get(site, ())
-        }
-        self.remember_series(await self.store.ensure_series(sorted(missing, key=lambda k: (k.site, k.point))))
+        empty: dict[str, int] = {}
+        missing: set[tuple[str, str]] = set()
+        for site, readings in chunks:
+            known = series.get(site, empty)
+            missing.update((site, point) for point in {r.point for r in readings} if point not in known)
+        keys = [SeriesKey(site, point) for site, point in sorted(missing)]
+        self.remember_series(await self.store.ensure_series(keys))
 
     async def _write_relational(self) -> None:
         """Write the pending relational side effects; what fails (or is cancelled) is kept for the next

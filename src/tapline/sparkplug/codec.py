@@ -56,6 +56,7 @@ __all__ = [
     "SpDataType",
     "check_value",
     "coerce",
+    "decode_birth",
     "decode_data",
     "decode_payload",
     "domain_datatype",
@@ -508,6 +509,185 @@ def decode_data(data: bytes) -> DataPayload | None:
     if pos != end:
         return None
     return DataPayload(timestamp, seq, metrics)
+
+
+# --- the births fast path -----------------------------------------------------------------------------
+
+_FLOAT: Final = struct.Struct("<f").unpack
+_FIXED: Final[dict[int, int]] = {0x65: 4, 0x69: 8}  # float_value, double_value: bytes
+_PROPERTY_CACHE_SIZE: Final = 4_096
+_properties_cache: dict[bytes, tuple[tuple[str, PropertyValue], ...]] = {}
+
+
+class _NotPlain(Exception):
+    """The bytes are not a plain birth: ``decode_birth`` returns None and the general decoder decides."""
+
+
+def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A protobuf varint at ``pos`` (before ``end``), truncated to 64 bits as upb does; and the next pos."""
+    result = shift = 0
+    while pos < end and shift < 70:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result & _U64, pos
+        shift += 7
+    raise _NotPlain
+
+
+def _read_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A length-delimited field's (start, stop) at ``pos``, the length varint included."""
+    size, start = _read_varint(data, pos, end)
+    if start + size > end:
+        raise _NotPlain
+    return start, start + size
+
+
+def decode_birth(data: bytes) -> Payload | None:
+    """Read a plain NBIRTH/DBIRTH payload without building protobuf objects; None if it is not one.
+
+    Why: a city coming online sends ~45,000 births of ~80 metrics each, and the general path costs
+    ~20 µs a birth metric (upb attribute and ``HasField`` calls, properties one ``PropertyValue`` at a
+    time, ``WhichOneof``). Gateways write births in field-number order, every metric a name, alias,
+    timestamp, datatype, properties (the same few engineering ones per point template) and one scalar
+    value or is_null; so this reads fields by hand and decodes each distinct properties blob once
+    (a bounded cache of ``_decode_properties`` by its bytes: the result is a function of them).
+    Anything else — unknown or repeated fields, fields out of order, two values, uuid/body, a value
+    the datatype refuses, bad UTF-8 — returns None and the caller uses ``decode_payload``, so the
+    result never differs from it (``tests/unit/sparkplug`` checks this, property-based).
+    """
+    try:
+        return _decode_birth(data)
+    except (_NotPlain, IndexError):
+        return None
+
+
+def _decode_birth(data: bytes) -> Payload | None:
+    pos, end = 0, len(data)
+    timestamp: int | None = None
+    seq: int | None = None
+    if pos < end and data[pos] == 0x08:
+        timestamp, pos = _read_varint(data, pos + 1, end)
+    metrics: list[Metric] = []
+    append = metrics.append
+    while pos < end and data[pos] == 0x12:
+        start, stop = _read_length(data, pos + 1, end)
+        append(_birth_metric(data, start, stop))
+        pos = stop
+    if pos < end and data[pos] == 0x18:
+        seq, pos = _read_varint(data, pos + 1, end)
+        if seq > 255:
+            return None
+    if pos != end:
+        return None
+    return Payload(timestamp=timestamp, seq=seq, metrics=tuple(metrics))
+
+
+def _birth_metric(data: bytes, pos: int, end: int) -> Metric:
+    """One metric of a plain birth (see ``decode_birth``); raise ``_NotPlain`` for anything else."""
+    if pos >= end or data[pos] != 0x0A:
+        raise _NotPlain  # births name every metric
+    start, pos = _read_length(data, pos + 1, end)
+    try:
+        name = data[start:pos].decode()
+    except UnicodeDecodeError:
+        raise _NotPlain from None
+    alias = timestamp = code = None
+    is_historical = is_transient = is_null = False
+    properties: tuple[tuple[str, PropertyValue], ...] = ()
+    value: MetricValue | None = None
+    has_value = False
+    if pos < end and data[pos] == 0x10:
+        alias, pos = _read_varint(data, pos + 1, end)
+    if pos < end and data[pos] == 0x18:
+        timestamp, pos = _read_varint(data, pos + 1, end)
+    if pos < end and data[pos] == 0x20:
+        code, pos = _read_varint(data, pos + 1, end)
+    for tag in (0x28, 0x30, 0x38):  # is_historical, is_transient, is_null: plain 0 or 1
+        if pos < end and data[pos] == tag:
+            if pos + 1 >= end or data[pos + 1] > 1:
+                raise _NotPlain
+            flag = data[pos + 1] == 1
+            pos += 2
+            if tag == 0x28:
+                is_historical = flag
+            elif tag == 0x30:
+                is_transient = flag
+            else:
+                is_null = flag
+    if pos < end and data[pos] == 0x4A:
+        start, pos = _read_length(data, pos + 1, end)
+        properties = _cached_properties(data[start:pos])
+    if pos < end:
+        tag = data[pos]
+        if tag in (0x50, 0x58):  # int_value (uint32), long_value (uint64)
+            raw, pos = _read_varint(data, pos + 1, end)
+            value = raw & 0xFFFF_FFFF if tag == 0x50 else raw
+        elif tag in _FIXED:
+            width = _FIXED[tag]
+            if pos + 1 + width > end:
+                raise _NotPlain
+            chunk = data[pos + 1 : pos + 1 + width]
+            value = _FLOAT(chunk)[0] if width == 4 else _DOUBLE(chunk)[0]
+            pos += 1 + width
+        elif tag == 0x70:  # boolean_value: plain 0 or 1
+            if pos + 1 >= end or data[pos + 1] > 1:
+                raise _NotPlain
+            value = data[pos + 1] == 1
+            pos += 2
+        elif tag == 0x7A:  # string_value
+            start, pos = _read_length(data, pos + 1, end)
+            try:
+                value = data[start:pos].decode()
+            except UnicodeDecodeError:
+                raise _NotPlain from None
+        else:
+            raise _NotPlain
+        has_value = True
+    if pos != end:
+        raise _NotPlain
+    datatype: SpDataType | None = None
+    if code is not None:
+        datatype = _BY_CODE.get(code & 0xFFFF_FFFF)
+        if datatype is None:
+            raise _NotPlain
+    if is_null:
+        value = None
+    elif not has_value:
+        raise _NotPlain
+    elif datatype is not None:
+        assert value is not None
+        try:
+            value = coerce(value, datatype)
+        except PayloadError:
+            raise _NotPlain from None
+    return Metric(
+        name=name,
+        alias=alias,
+        timestamp=timestamp,
+        datatype=datatype,
+        value=value,
+        is_historical=is_historical,
+        is_transient=is_transient,
+        is_null=is_null,
+        properties=properties,
+    )
+
+
+def _cached_properties(raw: bytes) -> tuple[tuple[str, PropertyValue], ...]:
+    """``_decode_properties`` of a serialised PropertySet, memoised by its bytes (bounded)."""
+    cached = _properties_cache.get(raw)
+    if cached is not None:
+        return cached
+    try:
+        decoded = _decode_properties(pb.Payload.PropertySet.FromString(raw))
+    except (DecodeError, ValueError, PayloadError):
+        raise _NotPlain from None
+    if len(_properties_cache) >= _PROPERTY_CACHE_SIZE:
+        _properties_cache.clear()
+    _properties_cache[raw] = decoded
+    return decoded
 
 
 def _decode_metric(item: pb.Payload.Metric) -> Metric:

@@ -60,6 +60,7 @@ from tapline.sparkplug.codec import (
     Payload,
     SpDataType,
     coerce,
+    decode_birth,
     decode_data,
     decode_payload,
     encode_payload,
@@ -357,6 +358,8 @@ class HostTracker:
             decoded: Payload | DataPayload | None = None
             if parsed.type in _DATA_TYPES:
                 decoded = decode_data(payload)
+            elif parsed.type in _BIRTH_TYPES:
+                decoded = decode_birth(payload)
             if decoded is None:
                 decoded = decode_payload(payload, limit)
         except PayloadError as exc:
@@ -696,6 +699,7 @@ class HostTracker:
 
 
 _DATA_TYPES: Final = frozenset({MessageType.NDATA, MessageType.DDATA})
+_BIRTH_TYPES: Final = frozenset({MessageType.NBIRTH, MessageType.DBIRTH})
 _NATIVE: Final[dict[SpDataType, type]] = {
     SpDataType.Double: float,
     SpDataType.Float: float,

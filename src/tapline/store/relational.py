@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final, NamedTuple, Self, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -140,9 +140,11 @@ class DeviceRow:
     last_birth_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class PointRow:
-    """A point as its latest birth declared it (``device`` None for a node metric)."""
+class PointRow(NamedTuple):
+    """A point as its latest birth declared it (``device`` None for a node metric).
+
+    A NamedTuple, not a frozen dataclass (as ``Reading``): the ingest makes one per point a birth
+    declares — 400,000 when a city comes online — and ``record_births`` binds it as it is."""
 
     site: str
     point: str
@@ -326,9 +328,7 @@ class RelationalStore:
             (s.id, s.district, s.name, s.bd_seq, s.last_birth_ms) for s in site_rows
         ]
         device_values: list[tuple[Any, ...]] = [(d.site, d.name, d.last_birth_ms) for d in device_rows]
-        point_values: list[tuple[Any, ...]] = [
-            (p.site, p.point, p.device, p.datatype, p.unit, p.low, p.high, p.updated_ms) for p in point_rows
-        ]
+        point_values: list[tuple[Any, ...]] = list(point_rows)  # already rows in column order
 
         def work(conn: Connection) -> None:
             postgres = conn.dialect.name == "postgresql"
