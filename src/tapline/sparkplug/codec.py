@@ -662,17 +662,8 @@ def _birth_metric(data: bytes, pos: int, end: int) -> Metric:
             value = coerce(value, datatype)
         except PayloadError:
             raise _NotPlain from None
-    return Metric(
-        name=name,
-        alias=alias,
-        timestamp=timestamp,
-        datatype=datatype,
-        value=value,
-        is_historical=is_historical,
-        is_transient=is_transient,
-        is_null=is_null,
-        properties=properties,
-    )
+    # positional: a keyword call costs ~15 % more, and this runs once per point of every birth
+    return Metric(name, alias, timestamp, datatype, value, is_historical, is_transient, is_null, properties)
 
 
 def _cached_properties(raw: bytes) -> tuple[tuple[str, PropertyValue], ...]:

@@ -58,6 +58,7 @@ from tapline.sparkplug.codec import (
     DataPayload,
     Metric,
     Payload,
+    PropertyValue,
     SpDataType,
     coerce,
     decode_birth,
@@ -752,25 +753,39 @@ def _bd_seq(payload: Payload) -> int:
 
 
 def _declare(metrics: tuple[Metric, ...], device: str | None, node_level: bool) -> dict[str, PointInfo]:
-    """Points a birth declares, by metric name; raise PayloadError if it breaks the birth rules."""
+    """Points a birth declares, by metric name; raise PayloadError if it breaks the birth rules.
+
+    One pass over each metric's properties (the first engUnit/engLow/engHigh counts, as with
+    ``Metric.property``): a city's births declare 400,000 points."""
     points: dict[str, PointInfo] = {}
+    prefix = "" if device is None else device + "/"
     for metric in metrics:
-        if metric.name is None:
+        name = metric.name
+        if name is None:
             raise PayloadError(f"birth metric with alias {metric.alias} has no name")
-        if node_level and _is_control(metric.name):
+        if node_level and _is_control(name):
             continue
         if metric.datatype is None:
-            raise PayloadError(f"birth metric {metric.name!r} has no datatype")
-        if metric.name in points:
-            raise PayloadError(f"birth declares {metric.name!r} twice")
-        low, high, unit = metric.property("engLow"), metric.property("engHigh"), metric.property("engUnit")
-        points[metric.name] = PointInfo(
-            point=metric.name if device is None else f"{device}/{metric.name}",
-            alias=metric.alias,
-            datatype=metric.datatype,
-            unit=unit if isinstance(unit, str) else "",
-            low=float(low) if isinstance(low, int | float) and not isinstance(low, bool) else None,
-            high=float(high) if isinstance(high, int | float) and not isinstance(high, bool) else None,
+            raise PayloadError(f"birth metric {name!r} has no datatype")
+        if name in points:
+            raise PayloadError(f"birth declares {name!r} twice")
+        unit: PropertyValue | None = None
+        low: PropertyValue | None = None
+        high: PropertyValue | None = None
+        for key, value in metric.properties:
+            if key == "engUnit":
+                unit = value if unit is None else unit
+            elif key == "engLow":
+                low = value if low is None else low
+            elif key == "engHigh":
+                high = value if high is None else high
+        points[name] = PointInfo(
+            prefix + name,
+            metric.alias,
+            metric.datatype,
+            unit if isinstance(unit, str) else "",
+            float(low) if isinstance(low, int | float) and not isinstance(low, bool) else None,
+            float(high) if isinstance(high, int | float) and not isinstance(high, bool) else None,
         )
     aliases = [p.alias for p in points.values() if p.alias is not None]
     if len(aliases) != len(set(aliases)):
