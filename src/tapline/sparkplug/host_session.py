@@ -251,15 +251,9 @@ class NodeStatus:
 
 
 @dataclass(slots=True)
-class _Point:
-    point: str
-    datatype: SpDataType
-
-
-@dataclass(slots=True)
 class _Device:
     online: bool
-    points: dict[str, _Point]  # by metric name
+    points: dict[str, PointInfo]  # by metric name, as the birth declared them
 
 
 @dataclass(slots=True)
@@ -280,7 +274,7 @@ class _Node:
     expected: int = 0
     last_seq: int | None = None
     last_ts: int | None = None  # payload timestamp of the last contiguous message
-    node_points: dict[str, _Point] = field(default_factory=dict)
+    node_points: dict[str, PointInfo] = field(default_factory=dict)
     devices: dict[str, _Device] = field(default_factory=dict)
     aliases: dict[int, tuple[str | None, str]] = field(default_factory=dict)  # -> (device, metric name)
     buffered: dict[int, _Buffered] = field(default_factory=dict)
@@ -422,7 +416,7 @@ class HostTracker:
         node.online, node.bd_seq = True, bd_seq
         node.devices.clear()
         node.aliases = {p.alias: (None, name) for name, p in points.items() if p.alias is not None}
-        node.node_points = {name: _Point(p.point, p.datatype) for name, p in points.items()}
+        node.node_points = points
         node.rebirth_requested_at, node.needs_replay = None, False
         node.dead_bd_seq = node.dead_at = None
         self._advance(node, payload.seq, _or(payload.timestamp, now_ms))
@@ -460,9 +454,10 @@ class HostTracker:
             now_ms = message.received_ms
             rejected = Rejected(message.raw_topic, str(exc), RejectCode.BAD_BIRTH, message.raw)
             return [rejected, *self._request_rebirth(node, str(exc), now_ms)]
-        node.aliases = {a: owner for a, owner in node.aliases.items() if owner[0] != device}
+        if device in node.devices:  # a rebirth of the device: its old aliases go (only it owns them)
+            node.aliases = {a: owner for a, owner in node.aliases.items() if owner[0] != device}
         node.aliases.update({p.alias: (device, n) for n, p in points.items() if p.alias is not None})
-        node.devices[device] = _Device(True, {n: _Point(p.point, p.datatype) for n, p in points.items()})
+        node.devices[device] = _Device(True, points)
         events: list[Event] = [DeviceOnline(node.group, node.node, device, tuple(points.values()))]
         return events + self._readings(node, device, message.payload, message, duplicate=False)
 
@@ -733,7 +728,9 @@ def _or(timestamp: int | None, default: int) -> int:
     return default if timestamp is None else timestamp
 
 
-def _resolve(node: _Node, device: str | None, points: dict[str, _Point], metric: Metric) -> _Point | None:
+def _resolve(
+    node: _Node, device: str | None, points: dict[str, PointInfo], metric: Metric
+) -> PointInfo | None:
     if metric.alias is not None:
         owner = node.aliases.get(metric.alias)
         if owner is None or owner[0] != device:
