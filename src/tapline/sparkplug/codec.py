@@ -514,7 +514,6 @@ def decode_data(data: bytes) -> DataPayload | None:
 # --- the births fast path -----------------------------------------------------------------------------
 
 _FLOAT: Final = struct.Struct("<f").unpack
-_FIXED: Final[dict[int, int]] = {0x65: 4, 0x69: 8}  # float_value, double_value: bytes
 _PROPERTY_CACHE_SIZE: Final = 4_096
 _properties_cache: dict[bytes, tuple[tuple[str, PropertyValue], ...]] = {}
 
@@ -584,59 +583,68 @@ def _decode_birth(data: bytes) -> Payload | None:
     return Payload(timestamp=timestamp, seq=seq, metrics=tuple(metrics))
 
 
+_BIRTH_FIELDS: Final = re.compile(
+    rb"(?:\x10(" + _VARINT + rb"))?(?:\x18(" + _VARINT + rb"))?(?:\x20(" + _VARINT + rb"))?"
+    rb"(?:\x28([\x00\x01]))?(?:\x30([\x00\x01]))?(?:\x38([\x00\x01]))?(?:\x4a([\x00-\x7f]))?",
+    re.DOTALL,
+)  # fmt: skip
+"""After a birth metric's name: alias (2), timestamp (3), datatype (4), is_historical (5), is_transient
+(6), is_null (7) as plain 0/1, and the one-byte length of its properties (9), each optional, in order."""
+_BIRTH_VALUE: Final = re.compile(
+    rb"P(" + _VARINT + rb")|X(" + _VARINT + rb")|e(.{4})|i(.{8})|p([\x00\x01])", re.DOTALL
+)  # fmt: skip
+"""A scalar value: int (10), long (11), float (12), double (13), boolean (14) as plain 0/1."""
+
+
 def _birth_metric(data: bytes, pos: int, end: int) -> Metric:
-    """One metric of a plain birth (see ``decode_birth``); raise ``_NotPlain`` for anything else."""
-    if pos >= end or data[pos] != 0x0A:
+    """One metric of a plain birth (see ``decode_birth``); raise ``_NotPlain`` for anything else.
+
+    One regular expression for the fixed fields (the varints delimited in C), slices for the rest."""
+    if pos + 1 >= end or data[pos] != 0x0A:
         raise _NotPlain  # births name every metric
-    start, pos = _read_length(data, pos + 1, end)
+    size = data[pos + 1]
+    if size < 0x80:
+        start, pos = pos + 2, pos + 2 + size
+        if pos > end:
+            raise _NotPlain
+    else:
+        start, pos = _read_length(data, pos + 1, end)
     try:
         name = data[start:pos].decode()
     except UnicodeDecodeError:
         raise _NotPlain from None
-    alias = timestamp = code = None
-    is_historical = is_transient = is_null = False
+    fields = _BIRTH_FIELDS.match(data, pos, end)
+    assert fields is not None  # every part is optional: it matches, possibly nothing
+    alias_raw, ts_raw, code_raw, historical, transient, null, properties_size = fields.groups()
+    pos = fields.end()
     properties: tuple[tuple[str, PropertyValue], ...] = ()
-    value: MetricValue | None = None
-    has_value = False
-    if pos < end and data[pos] == 0x10:
-        alias, pos = _read_varint(data, pos + 1, end)
-    if pos < end and data[pos] == 0x18:
-        timestamp, pos = _read_varint(data, pos + 1, end)
-    if pos < end and data[pos] == 0x20:
-        code, pos = _read_varint(data, pos + 1, end)
-    for tag in (0x28, 0x30, 0x38):  # is_historical, is_transient, is_null: plain 0 or 1
-        if pos < end and data[pos] == tag:
-            if pos + 1 >= end or data[pos + 1] > 1:
-                raise _NotPlain
-            flag = data[pos + 1] == 1
-            pos += 2
-            if tag == 0x28:
-                is_historical = flag
-            elif tag == 0x30:
-                is_transient = flag
-            else:
-                is_null = flag
-    if pos < end and data[pos] == 0x4A:
-        start, pos = _read_length(data, pos + 1, end)
+    if properties_size is not None:
+        stop = pos + properties_size[0]
+        if stop > end:
+            raise _NotPlain
+        properties = _cached_properties(data[pos:stop])
+        pos = stop
+    elif pos < end and data[pos] == 0x4A:
+        start, pos = _read_length(data, pos + 1, end)  # properties of 128 bytes or more
         properties = _cached_properties(data[start:pos])
-    if pos < end:
-        tag = data[pos]
-        if tag in (0x50, 0x58):  # int_value (uint32), long_value (uint64)
-            raw, pos = _read_varint(data, pos + 1, end)
-            value = raw & 0xFFFF_FFFF if tag == 0x50 else raw
-        elif tag in _FIXED:
-            width = _FIXED[tag]
-            if pos + 1 + width > end:
-                raise _NotPlain
-            chunk = data[pos + 1 : pos + 1 + width]
-            value = _FLOAT(chunk)[0] if width == 4 else _DOUBLE(chunk)[0]
-            pos += 1 + width
-        elif tag == 0x70:  # boolean_value: plain 0 or 1
-            if pos + 1 >= end or data[pos + 1] > 1:
-                raise _NotPlain
-            value = data[pos + 1] == 1
-            pos += 2
-        elif tag == 0x7A:  # string_value
+    value: MetricValue | None = None
+    has_value = pos < end
+    if has_value:
+        found = _BIRTH_VALUE.match(data, pos, end)
+        if found is not None:
+            int_raw, long_raw, float_raw, double_raw, boolean = found.groups()
+            if double_raw is not None:
+                value = _DOUBLE(double_raw)[0]
+            elif long_raw is not None:
+                value = _varint(long_raw)
+            elif boolean is not None:
+                value = boolean == b"\x01"
+            elif int_raw is not None:
+                value = _varint(int_raw) & 0xFFFF_FFFF
+            else:
+                value = _FLOAT(float_raw)[0]
+            pos = found.end()
+        elif data[pos] == 0x7A:  # string_value
             start, pos = _read_length(data, pos + 1, end)
             try:
                 value = data[start:pos].decode()
@@ -644,14 +652,14 @@ def _birth_metric(data: bytes, pos: int, end: int) -> Metric:
                 raise _NotPlain from None
         else:
             raise _NotPlain
-        has_value = True
     if pos != end:
         raise _NotPlain
     datatype: SpDataType | None = None
-    if code is not None:
-        datatype = _BY_CODE.get(code & 0xFFFF_FFFF)
+    if code_raw is not None:
+        datatype = _BY_CODE.get(_varint(code_raw) & 0xFFFF_FFFF)
         if datatype is None:
             raise _NotPlain
+    is_null = null == b"\x01"
     if is_null:
         value = None
     elif not has_value:
@@ -662,8 +670,20 @@ def _birth_metric(data: bytes, pos: int, end: int) -> Metric:
             value = coerce(value, datatype)
         except PayloadError:
             raise _NotPlain from None
+    alias = None if alias_raw is None else (alias_raw[0] if len(alias_raw) == 1 else _varint(alias_raw))
+    timestamp = None if ts_raw is None else _varint(ts_raw)
     # positional: a keyword call costs ~15 % more, and this runs once per point of every birth
-    return Metric(name, alias, timestamp, datatype, value, is_historical, is_transient, is_null, properties)
+    return Metric(
+        name,
+        alias,
+        timestamp,
+        datatype,
+        value,
+        historical == b"\x01",
+        transient == b"\x01",
+        is_null,
+        properties,
+    )
 
 
 def _cached_properties(raw: bytes) -> tuple[tuple[str, PropertyValue], ...]:
