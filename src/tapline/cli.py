@@ -106,6 +106,11 @@ def _bench_parser(bench: argparse.ArgumentParser) -> None:
     )
     ingest.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     _bench_query_edge_parsers(commands)
+    births = commands.add_parser("births", help="CPU per room birth through the cloud ingest (no broker)")
+    births.add_argument("--db", required=True, help="a fresh store, e.g. sqlite:////tmp/bench-births.db")
+    births.add_argument("--rooms", type=int, default=1000)
+    births.add_argument("--points", type=int, default=80)
+    births.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     flood = commands.add_parser("flood", help="the alarm path while every room raises alarms at once")
     flood.add_argument("--db", required=True, help="a store, e.g. sqlite:////tmp/bench-flood.db")
     flood.add_argument("--rooms", type=int, default=5000)
@@ -167,6 +172,16 @@ async def _bench_query_edge(args: argparse.Namespace) -> None:
             EdgeBench(duration_s=args.duration, warmup_s=args.warmup, broker=args.broker, layout=args.layout)
         )
     text = json.dumps(result, indent=2, ensure_ascii=False)
+    print(text)
+    if args.json is not None:
+        args.json.write_text(text + "\n")
+
+
+async def _bench_births(args: argparse.Namespace) -> None:
+    from tapline.bench.births import BirthsBench, run_births_bench
+
+    result = await run_births_bench(BirthsBench(db=args.db, rooms=args.rooms, points=args.points))
+    text = json.dumps(result, indent=2)
     print(text)
     if args.json is not None:
         args.json.write_text(text + "\n")
@@ -388,6 +403,8 @@ def _settings(args: argparse.Namespace) -> Coroutine[Any, Any, None]:
         return _bench_query_edge(args)
     if args.command == "bench" and args.bench_command == "flood":
         return _bench_flood(args)
+    if args.command == "bench" and args.bench_command == "births":
+        return _bench_births(args)
     if args.command == "edge":  # a gateway imports nothing of the cloud side (memory budget)
         from tapline.edge.entry import run_edge
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from tapline.domain.model import Quality, Reading, Value
 
@@ -29,9 +30,11 @@ class PointState:
     quality: Quality
 
 
-@dataclass(slots=True)
-class PointInfo:
-    """What the birth declared about a point."""
+class PointInfo(NamedTuple):
+    """What the birth declared about a point.
+
+    A NamedTuple (immutable: a new birth replaces the device's whole mapping): births make one per
+    point declared — 400,000 when a city comes online — at half a slotted dataclass's cost."""
 
     datatype: str = ""
     unit: str = ""

@@ -59,7 +59,7 @@ class BatchWriter:
         self._series: dict[str, dict[str, int]] = {}  # site -> point -> series id
         self._sites: dict[str, SiteRow] = {}
         self._devices: dict[tuple[str, str], DeviceRow] = {}
-        self._points: dict[tuple[str, str], PointRow] = {}
+        self._points: dict[tuple[str, str], list[PointRow]] = {}  # (site, device) -> its births' points
         self._dead_letters: list[DeadLetter] = []
         self._marks: dict[NodeKey, NodeMark] = {}
         self._lock = asyncio.Lock()
@@ -81,9 +81,13 @@ class BatchWriter:
         self._sites[row.id] = row
 
     def device_born(self, row: DeviceRow, points: Sequence[PointRow]) -> None:
-        self._devices[(row.site, row.name)] = row
-        for point in points:
-            self._points[(point.site, point.point)] = point
+        """Keep a DBIRTH's metadata for the next flush: a device's points as one list (a city's births
+        declare 400,000 points; nothing here is per point unless the device is born twice between two
+        flushes — then the newer declaration of each point wins, as ever)."""
+        key = (row.site, row.name)
+        self._devices[key] = row
+        pending = self._points.get(key)
+        self._points[key] = list(points) if pending is None else _newest(pending, points)
 
     def dead_letter(self, letter: DeadLetter) -> None:
         if len(self._dead_letters) >= self.dead_letter_buffer:
@@ -177,14 +181,18 @@ class BatchWriter:
         return samples
 
     async def _resolve_series(self, chunks: list[Chunk]) -> None:
+        """Create or look up the series of every point not seen before, in one store call.
+
+        Plain (site, point) tuples until the call (a city's births bring 400,000 new points): sets and
+        sorts of tuples run in C, a ``SeriesKey`` per reading and a key function did not."""
         series = self._series
-        missing = {
-            SeriesKey(site, r.point)
-            for site, readings in chunks
-            for r in readings
-            if r.point not in series.get(site, ())
-        }
-        self.remember_series(await self.store.ensure_series(sorted(missing, key=lambda k: (k.site, k.point))))
+        empty: dict[str, int] = {}
+        missing: set[tuple[str, str]] = set()
+        for site, readings in chunks:
+            known = series.get(site, empty)
+            missing.update((site, point) for point in {r.point for r in readings} if point not in known)
+        keys = [SeriesKey(site, point) for site, point in sorted(missing)]
+        self.remember_series(await self.store.ensure_series(keys))
 
     async def _write_relational(self) -> None:
         """Write the pending relational side effects; what fails (or is cancelled) is kept for the next
@@ -199,7 +207,9 @@ class BatchWriter:
         try:
             if sites or devices or points:
                 await relational.record_births(
-                    list(sites.values()), list(devices.values()), list(points.values())
+                    list(sites.values()),
+                    list(devices.values()),
+                    [p for rows in points.values() for p in rows],
                 )
                 sites, devices, points = {}, {}, {}
             if letters:
@@ -214,6 +224,16 @@ class BatchWriter:
         finally:
             self._sites = {**sites, **self._sites}
             self._devices = {**devices, **self._devices}
-            self._points = {**points, **self._points}
+            for key, rows in self._points.items():  # kept, behind anything newer
+                older = points.get(key)
+                points[key] = rows if older is None else _newest(older, rows)
+            self._points = points
             self._dead_letters = letters + self._dead_letters
             self._marks = {**marks, **self._marks}
+
+
+def _newest(older: Sequence[PointRow], newer: Sequence[PointRow]) -> list[PointRow]:
+    """One device's points from two births: each point as the newer birth declared it, if it did."""
+    by_point = {p.point: p for p in older}
+    by_point.update({p.point: p for p in newer})
+    return list(by_point.values())
