@@ -17,7 +17,6 @@ from tapline.accounts import Accounts
 from tapline.alarms.service import wall_ms
 from tapline.api.app import create_app
 from tapline.bootstrap import demo_users
-from tests.helpers import service_missing
 from tests.integration.api.alarm_kit import SITE, Cloud, cloud_on, serving
 from tests.unit.alarms.kit import HEALTHY
 
@@ -46,7 +45,9 @@ async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_hist
     console: tuple[str, Cloud],
 ) -> None:
     if CHROMIUM is None:
-        service_missing("Chromium is not installed (apt install chromium fonts-noto-cjk)")
+        # Not one of the servers CI must have (PostgreSQL, Mosquitto): .ci/run installs Debian's
+        # chromium when it can; where it cannot, this test says so and skips rather than sinking CI.
+        pytest.skip("Chromium is not installed (apt install chromium fonts-noto-cjk)")
     from playwright.async_api import async_playwright, expect
 
     base, cloud = console
