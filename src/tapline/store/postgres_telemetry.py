@@ -735,26 +735,28 @@ class PostgresTelemetryStore(StoreLifecycle):
                 old_mark, minute_mark = row if row else (None, None)
                 if minute_mark is None:
                     return 0  # nothing rolled up yet: the rollup still needs every row
-                new_mark = min(bucket_start(now_ms - after, HOUR_MS), bucket_start(minute_mark, HOUR_MS))
-                if old_mark is None:
-                    if not known["samples"]:
-                        return 0
-                    old_mark = min(bucket_start(min(known["samples"]), HOUR_MS), new_mark)
-                new_mark = max(new_mark, old_mark)
-                await conn.execute(
-                    "UPDATE telemetry_meta SET value = %s WHERE key = 'compact_mark'", (new_mark,)
+                due_before = min(bucket_start(now_ms - after, HOUR_MS), bucket_start(minute_mark, HOUR_MS))
+                advanced = await self._advance_mark(
+                    conn,
+                    "compact_mark",
+                    old_mark,
+                    due_before,
+                    HOUR_MS,
+                    known["samples"],
+                    "compact_dirty",
+                    "hour",
                 )
-                cursor = await conn.execute("SELECT hour FROM compact_dirty WHERE hour < %s", (new_mark,))
-                hours = {int(r[0]) for r in await cursor.fetchall()}
-            hours.update(range(old_mark, new_mark, HOUR_MS))
+                if advanced is None:
+                    return 0
+                new_mark, hours = advanced
             cursor = await conn.execute("SELECT min(id), max(id) FROM series")
             first_id, last_id = (await cursor.fetchone()) or (None, None)
             written = 0
-            for hour in sorted(hours):
+            for hour in hours:
                 if first_id is not None:
                     written += await self._compact_hour(conn, hour, int(first_id), int(last_id))
                 await conn.execute("DELETE FROM compact_dirty WHERE hour = %s", (hour,))
-            await self._reclaim(conn, "samples", new_mark, hours)
+            await self._reclaim(conn, "samples", new_mark, set(hours))
             minute_blocks = await self._pack_minutes(
                 conn,
                 now_ms,
@@ -770,6 +772,34 @@ class PostgresTelemetryStore(StoreLifecycle):
                 rollup_day_blocks=minute_blocks,
             )
         return written
+
+    @staticmethod
+    async def _advance_mark(
+        conn: Connection,
+        key: str,
+        old_mark: int | None,
+        due_before: int,
+        width: int,
+        partitions: dict[int, str],
+        dirty_table: str,
+        dirty_column: str,
+    ) -> tuple[int, list[int]] | None:
+        """Move the packing mark ``key`` to ``due_before`` (never back) and list every ``width`` bucket
+        now due: those since the old mark, and those below it that late data reopened (``dirty_table``).
+        A first run starts at the oldest partition. None: no data yet. Called holding the mark's lock."""
+        if old_mark is None:
+            if not partitions:
+                return None
+            old_mark = min(bucket_start(min(partitions), width), due_before)
+        new_mark = max(due_before, old_mark)
+        await conn.execute("UPDATE telemetry_meta SET value = %s WHERE key = %s", (new_mark, key))
+        query = sql.SQL("SELECT {column} FROM {table} WHERE {column} < %s").format(
+            column=sql.Identifier(dirty_column), table=sql.Identifier(dirty_table)
+        )
+        cursor = await conn.execute(query, (new_mark,))
+        due = {int(r[0]) for r in await cursor.fetchall()}
+        due.update(range(old_mark, new_mark, width))
+        return new_mark, sorted(due)
 
     @staticmethod
     async def _compact_hour(conn: Connection, hour: int, first_id: int, last_id: int) -> int:
@@ -849,23 +879,25 @@ class PostgresTelemetryStore(StoreLifecycle):
             hour_mark, old_mark = marks.get("hour_mark"), marks.get("rollup_pack_mark")
             if hour_mark is None:
                 return 0
-            new_mark = min(
+            due_before = min(
                 bucket_start(now_ms - self._settings.compact_after_ms, DAY_MS),
                 bucket_start(hour_mark, DAY_MS),
             )
-            if old_mark is None:
-                if not known["rollup_1m"]:
-                    return 0
-                old_mark = min(bucket_start(min(known["rollup_1m"]), DAY_MS), new_mark)
-            new_mark = max(new_mark, old_mark)
-            await conn.execute(
-                "UPDATE telemetry_meta SET value = %s WHERE key = 'rollup_pack_mark'", (new_mark,)
+            advanced = await self._advance_mark(
+                conn,
+                "rollup_pack_mark",
+                old_mark,
+                due_before,
+                DAY_MS,
+                known["rollup_1m"],
+                "rollup_pack_dirty",
+                "day",
             )
-            cursor = await conn.execute("SELECT day FROM rollup_pack_dirty WHERE day < %s", (new_mark,))
-            days = {int(r[0]) for r in await cursor.fetchall()}
-        days.update(range(old_mark, new_mark, DAY_MS))
+            if advanced is None:
+                return 0
+            new_mark, days = advanced
         written = 0
-        for day in sorted(days):
+        for day in days:
             if first_id is not None and last_id is not None:
                 for a in range(first_id, last_id + 1, _COMPACT_SLICE_SERIES):
                     params = {"lo": day, "hi": day + DAY_MS, "a": a, "b": a + _COMPACT_SLICE_SERIES}
@@ -874,7 +906,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                         await conn.execute(_UNPACK_MINUTES.format(pairs=_SLICE_DAYS), params)
                         written += (await conn.execute(_PACK_MINUTES_SLICE, params)).rowcount
             await conn.execute("DELETE FROM rollup_pack_dirty WHERE day = %s", (day,))
-        await self._reclaim(conn, "rollup_1m", new_mark, days)
+        await self._reclaim(conn, "rollup_1m", new_mark, set(days))
         return written
 
     async def apply_retention(self, now_ms: int) -> int:
