@@ -30,6 +30,8 @@ from tapline.registers.maps import RegisterMap
 log = get_logger(__name__)
 
 RESTART_PAUSE_S = 1.0
+STOP_TIMEOUT_S = 3.0
+"""Longest wait for each step of a stop (NDEATH, closing a bus): a stop must always finish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +156,16 @@ class Gateway:
                 self.queue.task_done()
 
     async def _stop_acquisition(self, pollers: list[asyncio.Task[None]], timeout_s: float = 2.0) -> None:
-        """Stop polling and let the node record and publish what was already read."""
+        """Stop polling and let the node record and publish what was already read.
+
+        Every wait is bounded: a poller stuck inside the Modbus client (a request that ignores its
+        cancellation) must not keep the gateway from stopping; it is abandoned, and logged."""
         for task in pollers:
             task.cancel()
-        await asyncio.gather(*pollers, return_exceptions=True)
+        if pollers:
+            _, stuck = await asyncio.wait(pollers, timeout=timeout_s)
+            if stuck:
+                log.warning("pollers_did_not_stop", site=self.room.site, pollers=len(stuck))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.queue.join(), timeout_s)
 
@@ -235,11 +243,17 @@ class Gateway:
                     # An orderly stop: what was read is recorded and published, then NDEATH goes
                     # out while the uplink task is still connected, then everything is cancelled.
                     await self._stop_acquisition(polling)
-                    await self.node.goodbye()
+                    with contextlib.suppress(TimeoutError):  # its send lock may be held by a dead publish
+                        async with asyncio.timeout(STOP_TIMEOUT_S):
+                            await self.node.goodbye()
                     raise
         finally:
             for bus in self.buses.values():
-                await bus.close()
+                try:
+                    async with asyncio.timeout(STOP_TIMEOUT_S):  # a request stuck holding the bus lock
+                        await bus.close()
+                except TimeoutError:
+                    log.warning("bus_close_timed_out", site=site, bus=bus.name)
             self.node.persist_mark()
             self.history.close()
             log.info("gateway_stopped", site=site)

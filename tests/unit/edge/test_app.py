@@ -63,3 +63,39 @@ async def test_a_crashed_task_is_logged_counted_and_restarted(tmp_path: Path) ->
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class StuckBus(FakeBus):
+    """A driver that, once stuck, never answers a request and never finishes closing."""
+
+    stuck = False
+
+    async def read(self, unit: int, table: Table, address: int, count: int) -> list[int] | list[bool]:
+        if len(self.requests) > 10:
+            self.stuck = True
+            await asyncio.Event().wait()
+        return await super().read(unit, table, address, count)
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_stop_finishes_even_when_the_modbus_driver_hangs(tmp_path: Path) -> None:
+    bus = StuckBus()
+    for slot in standard_layout(2):
+        bus.load(slot.unit, slot.register_map, {})
+    settings = GatewaySettings(
+        broker=BrokerUrl("127.0.0.1", free_port()), data_dir=tmp_path, primary_host=None
+    )
+    maps = {s.name: s.register_map for s in standard_layout(2)}
+    gateway = Gateway(room(), maps, settings, buses={"lan": bus})
+    task = asyncio.create_task(gateway.run())
+
+    async def stuck() -> bool:
+        return bus.stuck
+
+    await eventually(stuck, timeout=10, what="the driver stuck in a request")
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 15)  # NDEATH and the bus close are each bounded
+    assert task.done()
