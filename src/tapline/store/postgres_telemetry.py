@@ -750,19 +750,18 @@ class PostgresTelemetryStore(StoreLifecycle):
                     return 0
                 new_mark, hours = advanced
             cursor = await conn.execute("SELECT min(id), max(id) FROM series")
-            first_id, last_id = (await cursor.fetchone()) or (None, None)
+            row = await cursor.fetchone()
+            ids = None if row is None or row[0] is None else (int(row[0]), int(row[1]))
             written = 0
+            unpack = _UNPACK.format(pairs=_SLICE_PAIRS)
             for hour in hours:
-                if first_id is not None:
-                    written += await self._compact_hour(conn, hour, int(first_id), int(last_id))
+                lock = ("SELECT pg_advisory_xact_lock(%s, %s)", (_COMPACT_LOCK_CLASS, hour // HOUR_MS))
+                written += await self._pack_slices(
+                    conn, hour, hour + HOUR_MS, ids, lock, unpack, _COMPACT_SLICE
+                )
                 await conn.execute("DELETE FROM compact_dirty WHERE hour = %s", (hour,))
             await self._reclaim(conn, "samples", new_mark, set(hours))
-            minute_blocks = await self._pack_minutes(
-                conn,
-                now_ms,
-                None if first_id is None else int(first_id),
-                None if last_id is None else int(last_id),
-            )
+            minute_blocks = await self._pack_minutes(conn, now_ms, ids)
         if written or minute_blocks:
             log.info(
                 "telemetry_compacted",
@@ -802,17 +801,28 @@ class PostgresTelemetryStore(StoreLifecycle):
         return new_mark, sorted(due)
 
     @staticmethod
-    async def _compact_hour(conn: Connection, hour: int, first_id: int, last_id: int) -> int:
+    async def _pack_slices(
+        conn: Connection,
+        lo: int,
+        hi: int,
+        ids: tuple[int, int] | None,
+        lock: tuple[str, tuple[int, ...]],
+        unpack: str,
+        pack: str,
+    ) -> int:
+        """Pack ``[lo, hi)`` of every series with ``pack``, ``_COMPACT_SLICE_SERIES`` series (of the id
+        range ``ids``) a transaction holding ``lock``; the blocks written. Each slice first runs
+        ``unpack``: a block already there for a pair with rows would be replaced, so it is merged back
+        into the rows first (defensive: the write path keeps a pair in one form)."""
+        if ids is None:
+            return 0
         written = 0
-        for a in range(first_id, last_id + 1, _COMPACT_SLICE_SERIES):
-            params = {"lo": hour, "hi": hour + HOUR_MS, "a": a, "b": a + _COMPACT_SLICE_SERIES}
+        for a in range(ids[0], ids[1] + 1, _COMPACT_SLICE_SERIES):
+            params = {"lo": lo, "hi": hi, "a": a, "b": a + _COMPACT_SLICE_SERIES}
             async with conn.transaction():
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(%s, %s)", (_COMPACT_LOCK_CLASS, hour // HOUR_MS)
-                )
-                # Defensive: a block already there for a pair with rows would be replaced; merge it first.
-                await conn.execute(_UNPACK.format(pairs=_SLICE_PAIRS), params)
-                written += (await conn.execute(_COMPACT_SLICE, params)).rowcount
+                await conn.execute(*lock)
+                await conn.execute(unpack, params)
+                written += (await conn.execute(pack, params)).rowcount
         return written
 
     async def _reclaim(self, conn: Connection, table: str, mark: int, times: set[int]) -> None:
@@ -862,9 +872,7 @@ class PostgresTelemetryStore(StoreLifecycle):
                 params,
             )
 
-    async def _pack_minutes(
-        self, conn: Connection, now_ms: int, first_id: int | None, last_id: int | None
-    ) -> int:
+    async def _pack_minutes(self, conn: Connection, now_ms: int, ids: tuple[int, int] | None) -> int:
         """Pack the 1-minute rollups of each due day (closed, rolled up into hours, ``compact_after_ms``
         old) into one row per series and day; the number of blocks. A 7-day trend then reads 7 rows of a
         series instead of 10,080 scattered over the partition (the rollup writes a minute of every series
@@ -897,14 +905,12 @@ class PostgresTelemetryStore(StoreLifecycle):
                 return 0
             new_mark, days = advanced
         written = 0
+        unpack = _UNPACK_MINUTES.format(pairs=_SLICE_DAYS)
         for day in days:
-            if first_id is not None and last_id is not None:
-                for a in range(first_id, last_id + 1, _COMPACT_SLICE_SERIES):
-                    params = {"lo": day, "hi": day + DAY_MS, "a": a, "b": a + _COMPACT_SLICE_SERIES}
-                    async with conn.transaction():
-                        await conn.execute(_ROLLUP_LOCK)
-                        await conn.execute(_UNPACK_MINUTES.format(pairs=_SLICE_DAYS), params)
-                        written += (await conn.execute(_PACK_MINUTES_SLICE, params)).rowcount
+            lock = (_ROLLUP_LOCK, ())
+            written += await self._pack_slices(
+                conn, day, day + DAY_MS, ids, lock, unpack, _PACK_MINUTES_SLICE
+            )
             await conn.execute("DELETE FROM rollup_pack_dirty WHERE day = %s", (day,))
         await self._reclaim(conn, "rollup_1m", new_mark, set(days))
         return written
