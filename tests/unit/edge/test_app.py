@@ -39,15 +39,20 @@ def room() -> RoomConfig:
     )
 
 
-async def test_a_crashed_task_is_logged_counted_and_restarted(tmp_path: Path) -> None:
-    bus = FlakyBus()
+def gateway_on(bus: FakeBus, tmp_path: Path) -> Gateway:
+    """A gateway for ``room()`` on ``bus`` (its units loaded with the standard maps), no primary host."""
     for slot in standard_layout(2):
         bus.load(slot.unit, slot.register_map, {})
     settings = GatewaySettings(
         broker=BrokerUrl("127.0.0.1", free_port()), data_dir=tmp_path, primary_host=None
     )
     maps = {s.name: s.register_map for s in standard_layout(2)}
-    gateway = Gateway(room(), maps, settings, buses={"lan": bus})
+    return Gateway(room(), maps, settings, buses={"lan": bus})
+
+
+async def test_a_crashed_task_is_logged_counted_and_restarted(tmp_path: Path) -> None:
+    bus = FlakyBus()
+    gateway = gateway_on(bus, tmp_path)
     task = asyncio.create_task(gateway.run())
     try:
 
@@ -82,13 +87,7 @@ class StuckBus(FakeBus):
 
 async def test_a_stop_finishes_even_when_the_modbus_driver_hangs(tmp_path: Path) -> None:
     bus = StuckBus()
-    for slot in standard_layout(2):
-        bus.load(slot.unit, slot.register_map, {})
-    settings = GatewaySettings(
-        broker=BrokerUrl("127.0.0.1", free_port()), data_dir=tmp_path, primary_host=None
-    )
-    maps = {s.name: s.register_map for s in standard_layout(2)}
-    gateway = Gateway(room(), maps, settings, buses={"lan": bus})
+    gateway = gateway_on(bus, tmp_path)
     task = asyncio.create_task(gateway.run())
 
     async def stuck() -> bool:
