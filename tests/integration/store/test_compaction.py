@@ -24,7 +24,16 @@ from tapline.store.telemetry import (
     StoreSettings,
     TelemetryStore,
 )
-from tests.integration.store.common import LEVEL, NOW, OTHER_ROOM, PRESSURE, MakeStore, point, series_ids
+from tests.integration.store.common import (
+    LEVEL,
+    NOW,
+    OTHER_ROOM,
+    PRESSURE,
+    MakeStore,
+    point,
+    race_compactions_with_late_writes,
+    series_ids,
+)
 
 HOUR = NOW - 5 * HOUR_MS  # an hour long closed at NOW
 
@@ -150,24 +159,9 @@ async def test_postgres_compaction_beside_late_writes_and_a_second_compactor_los
         keys = [SeriesKey(f"PR-{k:04d}", "plc/OutletPressure") for k in range(700)]  # two slices
         ids = list((await a.ensure_series(keys)).values())
         hours = [HOUR - HOUR_MS, HOUR]
-        first = [
-            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(0, 60, 2)
-        ]
-        await a.write(first)
-        await a.rollup(NOW)
-        odd = [
-            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(1, 60, 2)
-        ]
-        replay = first[::7]
-
-        async def late_writes() -> int:
-            new = 0
-            for k in range(0, len(odd), 2_000):
-                new += await b.write(odd[k : k + 2_000] + replay[k // 10 : k // 10 + 200])
-                await asyncio.sleep(0)
-            return new
-
-        blocks_a, new, blocks_c = await asyncio.gather(a.compact(NOW), late_writes(), c.compact(NOW))
+        first, odd, blocks_a, new, blocks_c = await race_compactions_with_late_writes(
+            a, b, c, ids, hours, minutes=60, chunk=2_000, now=NOW
+        )
 
         assert new == len(odd)
         assert blocks_a + blocks_c >= len(ids) * len(hours)  # every pair packed once, some again

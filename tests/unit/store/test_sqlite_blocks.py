@@ -4,7 +4,6 @@ same hour, the byte cost of a packed hour)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import sqlite3
@@ -17,6 +16,7 @@ import pytest
 from tapline.store import sqlite_telemetry
 from tapline.store.sqlite_telemetry import SqliteTelemetryStore, pack_block, unpack_block
 from tapline.store.telemetry import HOUR_MS, MINUTE_MS, Sample, SeriesKey, StoreSettings
+from tests.integration.store.common import race_compactions_with_late_writes
 
 HOUR = 1_741_600_800_000  # 2025-03-10 10:00 UTC, hour-aligned
 NOW = HOUR + 5 * HOUR_MS
@@ -177,24 +177,9 @@ async def test_compaction_beside_late_writes_and_a_second_compactor_loses_nothin
         keys = [SeriesKey(f"PR-{k:04d}", "plc/OutletPressure") for k in range(300)]
         ids = list((await a.ensure_series(keys)).values())
         hours = [HOUR - HOUR_MS, HOUR]
-        first = [
-            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(0, 20, 2)
-        ]
-        await a.write(first)
-        await a.rollup(NOW)
-        odd = [
-            Sample(sid, h + i * 60_000, float(i), 0) for sid in ids for h in hours for i in range(1, 20, 2)
-        ]
-        replay = first[::7]
-
-        async def late_writes() -> int:
-            new = 0
-            for k in range(0, len(odd), 500):
-                new += await b.write(odd[k : k + 500] + replay[k // 10 : k // 10 + 50])
-                await asyncio.sleep(0)
-            return new
-
-        _, new, _ = await asyncio.gather(a.compact(NOW), late_writes(), c.compact(NOW))
+        first, odd, _, new, _ = await race_compactions_with_late_writes(
+            a, b, c, ids, hours, minutes=20, chunk=500, now=NOW
+        )
 
         assert new == len(odd)
         await a.rollup(NOW)
