@@ -93,6 +93,10 @@ async def test_operator_sees_a_pushed_alarm_acknowledges_it_and_finds_it_in_hist
             await expect(entry).to_contain_text("operator", timeout=5_000)
             await entry.click()
             await expect(page.locator("#history tr.trail")).to_contain_text("ack")
+            # A push re-renders the table (here: the fault clears); the opened trail stays open.
+            cloud.send(now + 2_000, {"vfd2/Fault": False})
+            await expect(entry).to_contain_text("已恢复", timeout=5_000)
+            await expect(page.locator("#history tr.trail")).to_contain_text("ack")
 
             await page.click("#lang")
             await expect(page.locator("header h1")).to_have_text("Pump-room monitoring")
