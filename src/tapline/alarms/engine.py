@@ -48,7 +48,7 @@ from tapline.alarms.room import (
     verdict,
 )
 from tapline.alarms.rules import Cause, Priority, RoomProfile, RoomRules, Template, load_template
-from tapline.domain.model import Quality, Reading
+from tapline.domain.model import Quality, Reading, rows_of
 
 SYSTEM = "system"
 _COMMIT, _RECHECK, _SHELF = 0, 1, 2
@@ -130,14 +130,12 @@ class AlarmEngine:
         room = self._room(site, district)
         plan, points, devices = room.plan, room.points, room.devices
         paths, states = plan.paths, room.states
-        for reading in readings:
-            path = reading.point
+        for path, ts, value, quality in rows_of(readings):
             pp = paths.get(path)
             if pp is None:
                 pp = plan.point(path)
             if pp.absent:
                 continue
-            ts, value, quality = reading.ts, reading.value, reading.quality
             point = points.get(path)
             if point is None:
                 point = points[path] = PointValue(value, ts, quality, False)

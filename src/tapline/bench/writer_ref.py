@@ -21,10 +21,11 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tapline.domain.model import Quality, Reading
+from tapline.domain.model import Quality, Reading, ReadingBlock
 from tapline.ingest.marks import CommitMarks
 from tapline.ingest.metrics import IngestCounters
 from tapline.ingest.writer import BatchWriter
@@ -37,26 +38,28 @@ POINTS_PER_ROOM = 80
 VALUES_PER_MESSAGE = 10  # one DDATA of one device, as the fleet sends (benchmarks.md, ingest)
 
 
-def _chunks(count: int) -> tuple[list[SeriesKey], list[tuple[str, tuple[Reading, ...]]]]:
+def _chunks(count: int) -> tuple[list[SeriesKey], list[tuple[str, Sequence[Reading]]]]:
     """``count`` values as the ingest's writer receives them: rooms × 80 points, one reading per point
-    and second, 10 readings a message."""
+    and second, 10 readings a message, each message one ``ReadingBlock`` (as the host tracker makes)."""
     rooms = max(1, min(1_000, count // (POINTS_PER_ROOM * 10)))
     names = [f"d{p // VALUES_PER_MESSAGE}/P{p:02d}" for p in range(POINTS_PER_ROOM)]
     keys = [SeriesKey(f"PR-{r:04d}", name) for r in range(rooms) for name in names]
-    chunks: list[tuple[str, tuple[Reading, ...]]] = []
+    shapes = {  # one shared tuple of names per message shape, as the tracker caches them
+        first: tuple(names[first : first + VALUES_PER_MESSAGE])
+        for first in range(0, POINTS_PER_ROOM, VALUES_PER_MESSAGE)
+    }
+    chunks: list[tuple[str, Sequence[Reading]]] = []
     made, second = 0, 0
     while made < count:
         ts = T0 + second * 1000
         for r in range(rooms):
             site = f"PR-{r:04d}"
             for first in range(0, POINTS_PER_ROOM, VALUES_PER_MESSAGE):
-                last = min(first + VALUES_PER_MESSAGE, first + count - made)
-                readings = tuple(
-                    Reading(names[p], ts, 0.5 + (p * 7 + second) % 97, Quality.GOOD)
-                    for p in range(first, last)
-                )
-                chunks.append((site, readings))
-                made += len(readings)
+                size = min(VALUES_PER_MESSAGE, count - made)
+                points = shapes[first] if size == VALUES_PER_MESSAGE else shapes[first][:size]
+                values = [0.5 + (p * 7 + second) % 97 for p in range(first, first + size)]
+                chunks.append((site, ReadingBlock(points, (ts,) * size, values, Quality.GOOD)))
+                made += size
                 if made >= count:
                     return keys, chunks
         second += 1

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from tapline.domain.model import Quality, Reading, Value
+from tapline.domain.model import Quality, Reading, Value, rows_of
 
 
 @dataclass(slots=True)
@@ -138,15 +138,14 @@ class LiveState:
         state.last_message = at
         points = state.points
         newest = -1
-        for reading in readings:
-            ts = reading.ts
+        for point, ts, value, quality in rows_of(readings):
             if ts > newest:
                 newest = ts
-            current = points.get(reading.point)
+            current = points.get(point)
             if current is None:
-                points[reading.point] = PointState(reading.value, ts, reading.quality)
+                points[point] = PointState(value, ts, quality)
             elif ts >= current.ts:
-                current.value, current.ts, current.quality = reading.value, ts, reading.quality
+                current.value, current.ts, current.quality = value, ts, quality
         return newest
 
     def counts(self) -> dict[str, int]:

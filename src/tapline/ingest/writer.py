@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from itertools import repeat
 
-from tapline.domain.model import Reading
+from tapline.domain.model import Reading, ReadingBlock
 from tapline.ingest.marks import CommitMarks, NodeKey
 from tapline.ingest.metrics import IngestCounters
 from tapline.logs import get_logger
@@ -33,7 +34,7 @@ __all__ = ["BatchWriter"]
 
 log = get_logger(__name__)
 
-Chunk = tuple[str, tuple[Reading, ...]]
+Chunk = tuple[str, Sequence[Reading]]
 """(site, readings of one message)."""
 
 
@@ -67,7 +68,7 @@ class BatchWriter:
 
     # --- hot path -------------------------------------------------------------------------------------
 
-    def add(self, site: str, readings: tuple[Reading, ...]) -> None:
+    def add(self, site: str, readings: Sequence[Reading]) -> None:
         self._chunks.append((site, readings))
         self.pending_values += len(readings)
 
@@ -168,6 +169,18 @@ class BatchWriter:
             ids = series.get(site, empty)
             total += len(readings)
             try:
+                if type(readings) is ReadingBlock:  # no strings on the fast path: columns zipped in C
+                    values = readings.values
+                    extend(
+                        zip(
+                            map(ids.__getitem__, readings.points),
+                            readings.ts,
+                            map(float, values),
+                            repeat(readings.quality, len(values)),
+                            strict=True,
+                        )
+                    )
+                    continue
                 extend(
                     [
                         (ids[r.point], r.ts, float(r.value), r.quality)
@@ -190,7 +203,8 @@ class BatchWriter:
         missing: set[tuple[str, str]] = set()
         for site, readings in chunks:
             known = series.get(site, empty)
-            missing.update((site, point) for point in {r.point for r in readings} if point not in known)
+            names = set(readings.points) if type(readings) is ReadingBlock else {r.point for r in readings}
+            missing.update((site, point) for point in names if point not in known)
         keys = [SeriesKey(site, point) for site, point in sorted(missing)]
         self.remember_series(await self.store.ensure_series(keys))
 

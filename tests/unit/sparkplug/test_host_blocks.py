@@ -1,0 +1,159 @@
+"""The host tracker's columnar path (``ReadingBlock``) against its per-metric loop: same events, always.
+
+The loop is the reference: it names unknown aliases and mistyped values exactly. The columnar path
+may only decline (then the loop runs); whatever it accepts must give the very events the loop gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from tapline.domain.model import Reading, ReadingBlock
+from tapline.sparkplug.codec import Metric
+from tapline.sparkplug.edge_session import EdgeNodeSession
+from tapline.sparkplug.host_session import Data, DeviceOnline, Event, HostTracker, PointInfo, Rejected
+
+from .helpers import GROUP, NODE, UPTIME, payload, plc_points, topic, vfd_points
+
+NOW = 10_000
+UNKNOWN_ALIAS = 999
+
+
+def _online() -> tuple[HostTracker, EdgeNodeSession, list[PointInfo]]:
+    """A node with devices ``plc`` (Double, Int64, Double) and ``vfd1`` (Boolean, String), born."""
+    edge = EdgeNodeSession(GROUP, NODE, 3)
+    host = HostTracker()
+    points: list[PointInfo] = []
+    for message_topic, data in (
+        edge.nbirth([(UPTIME, 7, 900)], 1_000),
+        edge.dbirth("plc", plc_points(), 1_000),
+        edge.dbirth("vfd1", vfd_points(), 1_000),
+    ):
+        for born in host.on_message(message_topic, data, NOW):
+            if isinstance(born, DeviceOnline):
+                points += born.points
+    return host, edge, points
+
+
+POINTS = _online()[2]
+
+
+@contextmanager
+def _loop_only() -> Iterator[None]:
+    """The tracker with its columnar path switched off (the reference)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HostTracker, "_block", staticmethod(lambda *args: None))
+        yield
+
+
+any_value = st.one_of(
+    st.floats(allow_nan=False, width=64),
+    st.booleans(),
+    st.integers(-(1 << 63), (1 << 63) - 1),
+)
+# What each declared point's gateway sends: mostly the declared type, sometimes anything.
+DECLARED = {
+    "plc/OutletPressure": st.floats(allow_nan=False, width=64),
+    "plc/Mode": st.integers(-(1 << 63), (1 << 63) - 1),
+    "plc/OutletPressureSP": st.floats(allow_nan=False, width=64),
+    "vfd1/Running": st.booleans(),
+    "vfd1/FaultText": any_value,  # a string point: never columnar
+}
+
+
+@st.composite
+def ddata(draw: st.DrawFn) -> tuple[str, list[tuple[int, int | None, object, bool]]]:
+    """A DDATA of ``plc`` or ``vfd1``: mostly the device's own points with values of their declared
+    type; sometimes another device's alias, an unknown alias, a value of another type, a historical
+    metric; metric timestamps or not."""
+    device = draw(st.sampled_from(["plc", "vfd1"]))
+    own = [p for p in POINTS if p.point.startswith(device + "/")]
+    aliases = {p.point: p.alias or 0 for p in POINTS}  # every point of the births has one
+    metrics: list[tuple[int, int | None, object, bool]] = []
+    for _ in range(draw(st.integers(1, 8))):
+        if draw(st.integers(0, 9)) == 0:
+            alias = draw(st.sampled_from([UNKNOWN_ALIAS, *aliases.values()]))
+            value = draw(any_value)
+        else:
+            point = draw(st.sampled_from(own))
+            alias = aliases[point.point]
+            value = draw(DECLARED[point.point] if draw(st.integers(0, 9)) else any_value)
+        stamp = draw(st.none() | st.integers(0, 1 << 45))
+        metrics.append((alias, stamp, value, draw(st.integers(0, 19)) == 0))
+    return device, metrics
+
+
+def _feed(
+    message: tuple[str, list[tuple[int, int | None, object, bool]]], timestamp: int | None
+) -> list[Event]:
+    host, edge, _ = _online()
+    device, metrics = message
+    data = payload(
+        (edge.seq or 0) + 1,
+        *(Metric(alias=a, timestamp=ts, value=v, is_historical=h) for a, ts, v, h in metrics),  # type: ignore[arg-type]
+        timestamp=timestamp,
+    )
+    return host.on_message(topic("DDATA", device), data, NOW + 1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ddata(), st.none() | st.integers(0, 1 << 45))
+def test_the_columnar_path_gives_the_loops_events(
+    message: tuple[str, list[tuple[int, int | None, object, bool]]], timestamp: int | None
+) -> None:
+    fast = _feed(message, timestamp)
+    with _loop_only():
+        reference = _feed(message, timestamp)
+    assert fast == reference
+    assert [type(e) for e in fast] == [type(e) for e in reference]
+    blocks = [e for e in fast if isinstance(e, Data) and type(e.readings) is ReadingBlock]
+    event("columnar" if blocks else "loop")
+
+
+def test_a_plain_message_is_one_block_with_declared_names_and_coerced_integers() -> None:
+    host, edge, points = _online()
+    alias = {p.point: p.alias for p in points}
+    metrics = (
+        Metric(alias=alias["plc/OutletPressure"], timestamp=5_000, value=0.47),
+        Metric(alias=alias["plc/Mode"], value=-2),  # Int64 on the wire as two's complement
+        Metric(alias=alias["plc/OutletPressureSP"], timestamp=5_000, value=0.5),
+    )
+    events = host.on_message(
+        topic("DDATA", "plc"), payload((edge.seq or 0) + 1, *metrics, timestamp=4_000), NOW
+    )
+    (data,) = events
+    assert isinstance(data, Data)
+    assert not data.historical
+    assert type(data.readings) is ReadingBlock
+    assert list(data.readings) == [
+        Reading("plc/OutletPressure", 5_000, 0.47),
+        Reading("plc/Mode", 4_000, -2),  # no metric timestamp: the payload's
+        Reading("plc/OutletPressureSP", 5_000, 0.5),
+    ]
+    # The next message of the same shape shares the names: nothing per point is built again.
+    again = host.on_message(
+        topic("DDATA", "plc"), payload((edge.seq or 0) + 2, *metrics, timestamp=4_000), NOW
+    )
+    assert isinstance(again[0], Data)
+    assert isinstance(again[0].readings, ReadingBlock)
+    assert again[0].readings.points is data.readings.points
+
+
+def test_a_rebirth_that_moves_an_alias_is_not_read_with_the_old_names() -> None:
+    host, edge, points = _online()
+    alias = {p.point: p.alias for p in points}["plc/OutletPressure"]
+    first = host.on_message(
+        topic("DDATA", "plc"), payload((edge.seq or 0) + 1, Metric(alias=alias, value=0.4)), NOW
+    )
+    assert [r.point for r in first[0].readings] == ["plc/OutletPressure"]  # type: ignore[union-attr]
+    # The node is born again and declares that alias for nothing now: the cached shape must go.
+    reborn = EdgeNodeSession(GROUP, NODE, 4)
+    host.on_message(*reborn.nbirth([(UPTIME, 8, 2_000)], 2_000), NOW + 10)
+    events = host.on_message(topic("DDATA", "plc"), payload(1, Metric(alias=alias, value=0.4)), NOW + 20)
+    assert any(isinstance(e, Rejected) for e in events)
+    assert not any(isinstance(e, Data) for e in events)
