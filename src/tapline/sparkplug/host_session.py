@@ -50,13 +50,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 from tapline.domain.model import Quality, Reading, ReadingBlock, Value
 from tapline.sparkplug.codec import (
     DEFAULT_MAX_PAYLOAD,
     DataPayload,
     Metric,
+    MetricValue,
     Payload,
     PropertyValue,
     SpDataType,
@@ -69,6 +70,7 @@ from tapline.sparkplug.codec import (
 )
 from tapline.sparkplug.edge_session import BDSEQ, REBIRTH, REPLAY, REPLAY_UNTIL, Message
 from tapline.sparkplug.errors import PayloadError, TopicError
+from tapline.sparkplug.layout import MAX_LAYOUTS, DataColumns, Layout, layout_of, read
 from tapline.sparkplug.topics import MessageType, Topic, parse_state
 
 __all__ = [
@@ -260,7 +262,7 @@ class _Device:
 class _Buffered:
     topic: Topic
     raw_topic: str
-    payload: Payload | DataPayload
+    payload: Payload | DataPayload | DataColumns
     received_ms: int
     raw: bytes
 
@@ -284,6 +286,8 @@ class _Node:
     dead_bd_seq: int | None = None
     dead_at: int | None = None
     shapes: dict[tuple[str | None, tuple[int, ...]], _Shape] = field(default_factory=dict)
+    layouts: dict[tuple[str | None, int], Layout] = field(default_factory=dict)  # by device, size
+    layout_misses: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,9 +372,9 @@ class HostTracker:
                 events += self._request_rebirth(node, "oversized payload", now_ms)
             return events
         try:
-            decoded: Payload | DataPayload | None = None
+            decoded: Payload | DataPayload | DataColumns | None = None
             if parsed.type in _DATA_TYPES:
-                decoded = decode_data(payload)
+                decoded = _read_data(node, parsed.device, payload)
             elif parsed.type in _BIRTH_TYPES:
                 decoded = decode_birth(payload)
             if decoded is None:
@@ -608,10 +612,15 @@ class HostTracker:
         self,
         node: _Node,
         device: str | None,
-        payload: Payload | DataPayload,
+        payload: Payload | DataPayload | DataColumns,
         message: _Buffered,
         duplicate: bool,
     ) -> list[Event]:
+        if type(payload) is DataColumns:
+            block = self._block(node, device, payload, message)
+            if block is not None:
+                return [Data(node.group, node.node, device, block, False, duplicate)]
+            payload = payload.as_payload()  # the per-metric loop says what is wrong with it
         if type(payload) is DataPayload:
             return self._lean_readings(node, device, payload, message, duplicate)
         assert isinstance(payload, Payload)
@@ -717,14 +726,21 @@ class HostTracker:
 
     @staticmethod
     def _block(
-        node: _Node, device: str | None, payload: DataPayload, message: _Buffered
+        node: _Node, device: str | None, payload: DataPayload | DataColumns, message: _Buffered
     ) -> ReadingBlock | None:
-        metrics = payload.metrics
-        if not metrics:
-            return None
-        aliases, stamps, values, datatypes, historical = zip(*metrics, strict=True)
-        if True in historical or datatypes.count(None) != len(datatypes):
-            return None
+        aliases: tuple[int, ...]
+        stamps: tuple[int | None, ...]
+        values: Sequence[MetricValue]
+        if type(payload) is DataColumns:  # read by its layout: already columns, all plain
+            aliases, stamps, values = payload.aliases, payload.stamps, payload.values
+        else:
+            assert isinstance(payload, DataPayload)
+            metrics = payload.metrics
+            if not metrics:
+                return None
+            aliases, stamps, values, datatypes, historical = zip(*metrics, strict=True)
+            if True in historical or datatypes.count(None) != len(datatypes):
+                return None
         key = (device, aliases)
         shape = node.shapes.get(key)
         if shape is None:
@@ -736,7 +752,7 @@ class HostTracker:
             node.shapes[key] = shape
         if list(map(type, values)) != shape.types:
             return None
-        column: Sequence[Value] = values
+        column = cast(Sequence[Value], values)  # the types were just checked: no str, no bytes
         if shape.coerce:
             fixed = list(values)
             try:
@@ -745,16 +761,41 @@ class HostTracker:
             except PayloadError:
                 return None
             column = fixed
+        times = cast(tuple[int, ...], stamps)
         if None in stamps:
             default = _or(payload.timestamp, message.received_ms)
-            stamps = tuple(default if ts is None else ts for ts in stamps)
-        return ReadingBlock(shape.points, stamps, column, Quality.GOOD)
+            times = tuple(default if ts is None else ts for ts in stamps)
+        return ReadingBlock(shape.points, times, column, Quality.GOOD)
 
     def _node(self, group: str, node: str) -> _Node:
         state = self._nodes.get((group, node))
         if state is None:
             state = self._nodes[(group, node)] = _Node(group, node)
         return state
+
+
+def _read_data(node: _Node, device: str | None, payload: bytes) -> DataPayload | DataColumns | None:
+    """A data message by the layout of an earlier one of the same device and size if it has it,
+    else by ``decode_data`` (None: the general decoder's turn). A layout is recorded after a
+    ``decode_data``, but not after every miss: a report-by-exception gateway changes layouts all the
+    time, and recording costs a second pass over the message."""
+    key = (device, len(payload))
+    known = node.layouts.get(key)
+    if known is not None:
+        columns = read(known, payload)
+        if columns is not None:
+            node.layout_misses = 0
+            return columns
+    decoded = decode_data(payload)
+    if decoded is not None:
+        misses = node.layout_misses = node.layout_misses + 1
+        if misses <= _LAYOUT_TRIES or misses % _LAYOUT_RETRY == 0:
+            made = layout_of(payload)
+            if made is not None:
+                if len(node.layouts) >= MAX_LAYOUTS:
+                    node.layouts.clear()
+                node.layouts[key] = made
+    return decoded
 
 
 def _shape(node: _Node, device: str | None, aliases: tuple[int, ...]) -> _Shape | None:
@@ -803,6 +844,10 @@ _INTEGERS: Final = frozenset(
 """Datatypes whose wire value is a varint that ``coerce`` range-checks (and sign-converts)."""
 _MAX_TOPICS: Final = 65_536
 """Parsed topics remembered (a city has ~10 per room); parsing one cost ~0.5 µs per value received."""
+_LAYOUT_TRIES: Final = 8
+_LAYOUT_RETRY: Final = 64
+"""After ``_LAYOUT_TRIES`` messages in a row that no recorded layout read, record one only every
+``_LAYOUT_RETRY``-th (bounds the cost for gateways whose layout never repeats)."""
 _MAX_SHAPES: Final = 256
 """Alias lists remembered per edge node before the memory starts again (bounds a gateway that never
 sends the same list twice)."""

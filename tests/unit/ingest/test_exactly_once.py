@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tapline.ingest.host import IngestService, IngestSettings
@@ -226,6 +226,7 @@ async def test_host_killed_between_receive_and_write_resumes_from_the_persisted_
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32), loss=st.floats(0.0, 0.4), dup=st.floats(0.0, 0.3))
+@example(seed=464, loss=0.1171875, dup=0.0)  # the edge is born again unseen just before the end
 async def test_random_loss_and_duplication_end_exactly_once(seed: int, loss: float, dup: float) -> None:
     """Whatever subset of messages gets through, once the link is quiet and the host has asked for what
     it misses, the store holds every recorded value exactly once."""
@@ -254,21 +255,24 @@ async def test_random_loss_and_duplication_end_exactly_once(seed: int, loss: flo
         await host.tick()
         if step % 7 == 0:
             await host.flush()
-    for _ in range(60):  # quiet link: timeouts fire, requests are answered without loss
-        clock.now += TIMEOUT
-        await host.tick()
-        for topic, payload in conn.take():
-            await deliver(host, edge.command(topic, payload, clock.now))
-        await host.flush()
-        if host.marks.hole((GROUP, NODE)) is None and not host.tracker.next_deadline():
-            break
-    if set(store.points()) != edge.expected():  # the very last message was lost: nothing follows it
+
+    async def settle() -> None:
+        for _ in range(60):  # quiet link: timeouts fire, requests are answered without loss
+            clock.now += TIMEOUT
+            await host.tick()
+            for topic, payload in conn.take():
+                await deliver(host, edge.command(topic, payload, clock.now))
+            await host.flush()
+            if host.marks.hole((GROUP, NODE)) is None and not host.tracker.next_deadline():
+                return
+
+    await settle()
+    if set(store.points()) != edge.expected():
+        # The very last messages were lost and nothing follows them, so nothing shows the hole (the
+        # edge may even have been born again unseen). The next message does: it may start a rebirth
+        # and a replay, which need a quiet link to complete like any other (seed=464, loss=0.117).
         await deliver(host, edge.record(clock.now + 1))
-        clock.now += TIMEOUT
-        await host.tick()
-        for topic, payload in conn.take():
-            await deliver(host, edge.command(topic, payload, clock.now))
-        await host.flush()
+        await settle()
     assert_exactly_once(store, edge)
 
 

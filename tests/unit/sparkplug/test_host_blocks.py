@@ -14,9 +14,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from tapline.domain.model import Reading, ReadingBlock
-from tapline.sparkplug.codec import Metric
+from tapline.sparkplug import host_session
+from tapline.sparkplug.codec import Metric, decode_data
 from tapline.sparkplug.edge_session import EdgeNodeSession
 from tapline.sparkplug.host_session import Data, DeviceOnline, Event, HostTracker, PointInfo, Rejected
+from tapline.sparkplug.layout import DataColumns, Layout, read
 
 from .helpers import GROUP, NODE, UPTIME, payload, plc_points, topic, vfd_points
 
@@ -45,9 +47,10 @@ POINTS = _online()[2]
 
 @contextmanager
 def _loop_only() -> Iterator[None]:
-    """The tracker with its columnar path switched off (the reference)."""
+    """The tracker with its columnar path and its layouts switched off (the reference)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(HostTracker, "_block", staticmethod(lambda *args: None))
+        patch.setattr(host_session, "_read_data", lambda node, device, data: decode_data(data))
         yield
 
 
@@ -93,12 +96,15 @@ def _feed(
 ) -> list[Event]:
     host, edge, _ = _online()
     device, metrics = message
-    data = payload(
-        (edge.seq or 0) + 1,
-        *(Metric(alias=a, timestamp=ts, value=v, is_historical=h) for a, ts, v, h in metrics),  # type: ignore[arg-type]
-        timestamp=timestamp,
-    )
-    return host.on_message(topic("DDATA", device), data, NOW + 1)
+    events: list[Event] = []
+    for seq in ((edge.seq or 0) + 1, (edge.seq or 0) + 2):  # the second is read by the first's layout
+        data = payload(
+            seq,
+            *(Metric(alias=a, timestamp=ts, value=v, is_historical=h) for a, ts, v, h in metrics),  # type: ignore[arg-type]
+            timestamp=timestamp,
+        )
+        events += host.on_message(topic("DDATA", device), data, NOW + 1)
+    return events
 
 
 @settings(max_examples=300, deadline=None)
@@ -106,13 +112,23 @@ def _feed(
 def test_the_columnar_path_gives_the_loops_events(
     message: tuple[str, list[tuple[int, int | None, object, bool]]], timestamp: int | None
 ) -> None:
-    fast = _feed(message, timestamp)
+    reads: list[bool] = []  # whether each recorded layout read its message
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host_session, "read", lambda layout, data: _noted(reads, layout, data))
+        fast = _feed(message, timestamp)
     with _loop_only():
         reference = _feed(message, timestamp)
     assert fast == reference
     assert [type(e) for e in fast] == [type(e) for e in reference]
     blocks = [e for e in fast if isinstance(e, Data) and type(e.readings) is ReadingBlock]
     event("columnar" if blocks else "loop")
+    event("read by layout" if any(reads) else "decoded")
+
+
+def _noted(reads: list[bool], layout: Layout, data: bytes) -> DataColumns | None:
+    columns = read(layout, data)
+    reads.append(columns is not None)
+    return columns
 
 
 def test_a_plain_message_is_one_block_with_declared_names_and_coerced_integers() -> None:
