@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Final
+from typing import Final, NamedTuple
 
 from tapline.sparkplug.codec import (
     _HEAD_RE,
@@ -37,9 +37,9 @@ from tapline.sparkplug.codec import (
 __all__ = ["DataColumns", "Layout", "layout_of", "read"]
 
 
-@dataclass(frozen=True, slots=True)
-class DataColumns:
-    """A plain data payload as columns (what ``DataPayload`` says, one tuple per field)."""
+class DataColumns(NamedTuple):
+    """A plain data payload as columns (what ``DataPayload`` says, one tuple per field). A named tuple:
+    one is made per message, and a frozen dataclass costs five times as much to build."""
 
     timestamp: int | None
     seq: int
@@ -149,21 +149,24 @@ def layout_of(data: bytes) -> Layout | None:
 
 
 def read(layout: Layout, data: bytes) -> DataColumns | None:
-    """``data`` read with ``layout``: what ``decode_data`` returns for it, as columns; or None."""
-    tail = _SEQ_RE.search(data, max(0, len(data) - 11))
-    if tail is None or tail.start() != layout.size:
+    """``data`` read with ``layout``: what ``decode_data`` returns for it, as columns; or None.
+
+    No regular expression and no per-metric Python: the seq is the field right after the layout's
+    bytes (``decode_data`` finds it there too: a match starting earlier would have to run through the
+    seq tag, which has no continuation bit), and timestamps, which every room repeats within a
+    second, are decoded through a small memo."""
+    size = layout.size
+    seq_raw = data[size + 1 :]
+    if len(data) <= size + 1 or data[size] != 0x18 or len(seq_raw) > 2 or not _is_varint(seq_raw):
         return None
-    if layout.fixed.unpack_from(data) != layout.parts:
-        return None
-    seq = _varint(tail.group(1))
-    if seq > 255:
+    seq = seq_raw[0] if len(seq_raw) == 1 else (seq_raw[0] & 0x7F) | (seq_raw[1] << 7)
+    if seq > 255 or layout.fixed.unpack_from(data) != layout.parts:
         return None
     timestamp: int | None = None
     if layout.head is not None:
-        raw = data[layout.head[0] : layout.head[1]]
-        if not _is_varint(raw):
+        timestamp = _stamp(data[layout.head[0] : layout.head[1]])
+        if timestamp is None:
             return None
-        timestamp = _varint(raw)
     values: list[MetricValue] = list(layout.values.unpack_from(data))
     for index in layout.booleans:
         flag = values[index]
@@ -184,14 +187,32 @@ def read(layout: Layout, data: bytes) -> DataColumns | None:
         raws: tuple[bytes, ...] = layout.stamps.unpack_from(data)
         first = raws[0]
         if raws.count(first) == count:  # one timestamp for all: the usual gateway message
-            if not _is_varint(first):
+            stamp = _stamp(first)
+            if stamp is None:
                 return None
-            stamps = (_varint(first),) * count
+            stamps = (stamp,) * count
         else:
             if not all(map(_is_varint, raws)):
                 return None
             stamps = tuple(map(_varint, raws))
     return DataColumns(timestamp, seq, layout.aliases, stamps, values)
+
+
+_STAMPS: dict[bytes, int] = {}
+_MAX_STAMPS: Final = 4_096
+
+
+def _stamp(raw: bytes) -> int | None:
+    """A timestamp varint's value (None if ``raw`` is not exactly one varint), memoised."""
+    known = _STAMPS.get(raw)
+    if known is not None:
+        return known
+    if not _is_varint(raw):
+        return None
+    if len(_STAMPS) >= _MAX_STAMPS:
+        _STAMPS.clear()
+    value = _STAMPS[raw] = _varint(raw)
+    return value
 
 
 def _is_varint(raw: bytes) -> bool:
