@@ -135,17 +135,31 @@ def layout_of(data: bytes) -> Layout | None:
     if size > at:
         fixed_format.append(f"{size - at}s")
         parts.append(data[at:size])
-    return Layout(
+    stamps = "".join(stamp_format) if with_stamp else None
+    key = (size, tuple(parts), head_span, "".join(fixed_format), stamps, "".join(value_format))
+    known = _SHARED.get(key)
+    if known is not None:  # the same device type in another room: one layout for all of them
+        return known
+    if len(_SHARED) >= _MAX_SHARED:
+        _SHARED.clear()
+    layout = _SHARED[key] = Layout(
         size=size,
-        fixed=struct.Struct("".join(fixed_format)),
-        parts=tuple(parts),
+        fixed=struct.Struct(key[3]),
+        parts=key[1],
         head=head_span,
-        stamps=struct.Struct("".join(stamp_format)) if with_stamp else None,
-        values=struct.Struct("".join(value_format)),
+        stamps=None if stamps is None else struct.Struct(stamps),
+        values=struct.Struct(key[5]),
         booleans=tuple(booleans),
         longs=tuple(longs),
         aliases=tuple(aliases),
     )
+    return layout
+
+
+_SHARED: dict[tuple[object, ...], Layout] = {}
+_MAX_SHARED: Final = 4_096
+"""Distinct layouts kept for sharing. Gateways of one type send byte-identical layouts (same aliases,
+same value types), so 5,000 rooms × 8 devices need a handful of ``Layout``s, not 40,000 × 2.9 kB."""
 
 
 def read(layout: Layout, data: bytes) -> DataColumns | None:

@@ -111,3 +111,13 @@ def test_the_fleet_gateway_messages_share_one_layout() -> None:
     second = encoder.encode(1_767_225_601_000, 8, [0, 1, 2], [0.5, False, 3])
     columns = read(layout, second)
     assert columns == DataColumns(1_767_225_601_000, 8, (3, 4, 5), (1_767_225_601_000,) * 3, [0.5, False, 3])
+
+
+def test_rooms_of_one_gateway_type_share_one_layout() -> None:
+    encoder = DeviceEncoder([3, 4, 5], [DataType.FLOAT, DataType.BOOL, DataType.INT])
+    one = layout_of(encoder.encode(1_767_225_600_000, 7, [0, 1, 2], [0.42, True, 2]))
+    other = layout_of(encoder.encode(1_767_225_605_000, 9, [0, 1, 2], [0.1, False, 7]))  # another room
+    assert one is not None
+    assert other is one
+    different = DeviceEncoder([3, 4, 6], [DataType.FLOAT, DataType.BOOL, DataType.INT])
+    assert layout_of(different.encode(1_767_225_600_000, 7, [0, 1, 2], [0.42, True, 2])) is not one
