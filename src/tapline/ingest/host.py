@@ -70,6 +70,10 @@ class IngestSettings:
     dead_letter_buffer: int = 1_000
     dead_letter_keep: int = 10_000
     dead_letter_prune_s: float = 60.0
+    marks_every_s: float = 1.0
+    """How often the background flushes persist commit marks at most. A mark saved later only means a
+    longer replay after a restart; saving 1,000 rooms' marks on every 0.25 s flush was 4.5 % of the
+    ingest's CPU at 80,000 values/s. An explicit ``flush()`` (shutdown) always saves them."""
 
 
 class IngestService:
@@ -105,7 +109,12 @@ class IngestService:
         )
         self.counters = IngestCounters()
         self.writer = BatchWriter(
-            store, relational, self.marks, self.counters, dead_letter_buffer=settings.dead_letter_buffer
+            store,
+            relational,
+            self.marks,
+            self.counters,
+            dead_letter_buffer=settings.dead_letter_buffer,
+            marks_every_s=settings.marks_every_s,
         )
         self.conn: Link | None = None
         self.connected = asyncio.Event()

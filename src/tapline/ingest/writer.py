@@ -49,12 +49,16 @@ class BatchWriter:
         counters: IngestCounters,
         *,
         dead_letter_buffer: int = 1_000,
+        marks_every_s: float = 0.0,
     ) -> None:
         self.store = store
         self.relational = relational
         self.marks = marks
         self.counters = counters
         self.dead_letter_buffer = dead_letter_buffer
+        self.marks_every_s = marks_every_s
+        self._marks_saved_at = -float("inf")  # monotonic seconds of the last marks write
+        self._persisted: set[NodeKey] = set()  # nodes with a mark saved (later ones may wait)
         self.pending_values = 0
         self._chunks: list[Chunk] = []
         self._series: dict[str, dict[str, int]] = {}  # site -> point -> series id
@@ -99,7 +103,10 @@ class BatchWriter:
 
     @property
     def has_work(self) -> bool:
-        return bool(self._chunks or self._sites or self._devices or self._dead_letters or self._marks)
+        """Values, births or dead letters waiting to be written. Not commit marks: the background
+        flushes save those at most every ``marks_every_s`` (a later save only means a longer replay
+        after a restart), so they would keep this true for up to that long after the data is stored."""
+        return bool(self._chunks or self._sites or self._devices or self._dead_letters)
 
     # --- flush ----------------------------------------------------------------------------------------
 
@@ -133,7 +140,7 @@ class BatchWriter:
         if background and not getattr(self.store, "single_writer", False):
             if running is None or running.done():
                 self._relational_task = asyncio.create_task(
-                    self._write_relational(), name="ingest-relational-writes"
+                    self._write_relational(throttled=True), name="ingest-relational-writes"
                 )
             return inserted
         if running is not None and not running.done():
@@ -208,14 +215,27 @@ class BatchWriter:
         keys = [SeriesKey(site, point) for site, point in sorted(missing)]
         self.remember_series(await self.store.ensure_series(keys))
 
-    async def _write_relational(self) -> None:
+    async def _write_relational(self, *, throttled: bool = False) -> None:
         """Write the pending relational side effects; what fails (or is cancelled) is kept for the next
-        flush, behind anything newer that arrived meanwhile (births are upserts: newer wins)."""
+        flush, behind anything newer that arrived meanwhile (births are upserts: newer wins).
+
+        ``throttled`` (the background flushes): commit marks at most every ``marks_every_s``; until
+        then they stay pending, the newest per node (a later save covers the earlier ones). Not a
+        node's first mark: without one a restarted host could not ask that node for anything."""
         sites, devices, points = self._sites, self._devices, self._points
         letters, marks = self._dead_letters, self._marks
-        self._sites, self._devices, self._points, self._dead_letters, self._marks = {}, {}, {}, [], {}
+        if (
+            throttled
+            and time.monotonic() - self._marks_saved_at < self.marks_every_s
+            and self._persisted.issuperset(marks)  # a room's first mark is never held back
+        ):
+            marks = {}  # kept in self._marks for a later flush
+        else:
+            self._marks = {}
+        self._sites, self._devices, self._points, self._dead_letters = {}, {}, {}, []
         relational = self.relational
         if relational is None:
+            self._marks = {}
             return
         now = int(time.time() * 1000)
         try:
@@ -231,7 +251,9 @@ class BatchWriter:
                 letters = []
             if marks:
                 await relational.save_marks(list(marks.values()), now)
+                self._persisted.update(marks)
                 marks = {}
+                self._marks_saved_at = time.monotonic()
         except StoreError as exc:
             self.counters.relational_failures += 1
             log.warning("relational_write_failed", error=str(exc))
