@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
@@ -107,23 +107,40 @@ class Hours(_Frozen):
     utc_offset_h: Annotated[float, Field(ge=-14, le=14)] = 8.0
 
     def _minutes(self, ts_ms: int) -> tuple[int, int, int]:
-        local = datetime.fromtimestamp(ts_ms / 1000, UTC) + timedelta(hours=self.utc_offset_h)
-        start = int(self.start[:2]) * 60 + int(self.start[3:])
-        end = int(self.end[:2]) * 60 + int(self.end[3:])
-        return local.hour * 60 + local.minute, start, end
+        """(local minute of the day, start minute, end minute), in integer arithmetic: the alarm engine
+        asks this for every reading of a point with an hours window (a ``datetime`` per call was 2 %
+        of the ingest's CPU). Same answer as ``datetime.fromtimestamp(ts / 1000, UTC) +
+        timedelta(hours=offset)`` for millisecond timestamps (tested)."""
+        local = (ts_ms * 1000 + _offset_us(self.utc_offset_h)) // 60_000_000 % 1440
+        return local, _hhmm(self.start), _hhmm(self.end)
 
     def contains(self, ts_ms: int) -> bool:
         now, start, end = self._minutes(ts_ms)
-        return start <= now < end if start <= end else now >= start or now < end
+        return _inside(now, start, end)
 
     def next_change(self, ts_ms: int) -> int:
         """The first minute boundary after ``ts_ms`` at which ``contains`` changes."""
         now, start, end = self._minutes(ts_ms)
         if start == end:
             return ts_ms + 86_400_000
-        boundary = end if self.contains(ts_ms) else start
+        boundary = end if _inside(now, start, end) else start
         wait = (boundary - now) % 1440 or 1440
         return ts_ms - ts_ms % 60_000 + wait * 60_000
+
+
+def _inside(now: int, start: int, end: int) -> bool:
+    return start <= now < end if start <= end else now >= start or now < end
+
+
+@cache
+def _hhmm(text: str) -> int:
+    return int(text[:2]) * 60 + int(text[3:])
+
+
+@cache
+def _offset_us(hours: float) -> int:
+    """A UTC offset in microseconds, as ``timedelta`` rounds it."""
+    return timedelta(hours=hours) // timedelta(microseconds=1)
 
 
 class _Rule(_Frozen):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tapline.alarms.rules import (
     Condition,
@@ -179,3 +181,36 @@ def test_working_hours_in_local_time_and_next_change() -> None:
     never = Hours(start="08:00", end="08:00")
     assert not never.contains(local_ms(8))
     assert never.next_change(0) == 86_400_000
+
+
+def _local_minute(ts_ms: int, offset_h: float) -> int:
+    """The reference: the local minute of the day through ``datetime`` (what ``Hours`` once did)."""
+    local = datetime.fromtimestamp(ts_ms / 1000, UTC) + timedelta(hours=offset_h)
+    return local.hour * 60 + local.minute
+
+
+@settings(max_examples=500)
+@given(
+    ts=st.integers(0, 4_102_444_800_000),  # 1970-2100, in ms
+    offset=st.one_of(st.integers(-56, 56).map(lambda q: q / 4), st.floats(-14, 14)),
+    start=st.integers(0, 1439),
+    end=st.integers(0, 1439),
+)
+def test_hours_in_integer_arithmetic_agree_with_datetime(
+    ts: int, offset: float, start: int, end: int
+) -> None:
+    hours = Hours(
+        start=f"{start // 60:02d}:{start % 60:02d}",
+        end=f"{end // 60:02d}:{end % 60:02d}",
+        utc_offset_h=offset,
+    )
+    now = _local_minute(ts, offset)
+    inside = start <= now < end if start <= end else now >= start or now < end
+    assert hours.contains(ts) is inside
+    change = hours.next_change(ts)
+    assert change > ts
+    assert change % 60_000 == 0 or start == end
+    if start != end and (offset * 60).is_integer():  # (real zones are whole minutes off UTC)
+        # the window flips exactly there, and not at the minute before
+        assert hours.contains(change) is not inside
+        assert hours.contains(change - 60_000) is inside
