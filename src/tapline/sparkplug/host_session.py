@@ -54,6 +54,7 @@ from typing import Final, NamedTuple, cast
 
 from tapline.domain.model import Quality, Reading, ReadingBlock, Value
 from tapline.sparkplug.codec import (
+    _INTEGERS,
     DEFAULT_MAX_PAYLOAD,
     DataPayload,
     Metric,
@@ -616,13 +617,17 @@ class HostTracker:
         message: _Buffered,
         duplicate: bool,
     ) -> list[Event]:
-        if type(payload) is DataColumns:
+        if type(payload) is DataColumns or type(payload) is DataPayload:
+            # The columnar path first: a message of live values whose aliases resolve as they did for
+            # the last message of the same shape becomes one ``ReadingBlock``. Anything it does not
+            # take (historical values, declared datatypes, unknown aliases, a value of an unexpected
+            # type) goes through the per-metric loop, which says exactly what is wrong.
             block = self._block(node, device, payload, message)
             if block is not None:
                 return [Data(node.group, node.node, device, block, False, duplicate)]
-            payload = payload.as_payload()  # the per-metric loop says what is wrong with it
-        if type(payload) is DataPayload:
-            return self._lean_readings(node, device, payload, message, duplicate)
+            lean = payload.as_payload() if type(payload) is DataColumns else payload
+            assert isinstance(lean, DataPayload)
+            return self._lean_readings(node, device, lean, message, duplicate)
         assert isinstance(payload, Payload)
         points = node.node_points if device is None else node.devices[device].points
         default_ts = _or(payload.timestamp, message.received_ms)
@@ -687,15 +692,7 @@ class HostTracker:
         self, node: _Node, device: str | None, payload: DataPayload, message: _Buffered, duplicate: bool
     ) -> list[Event]:
         """``_readings`` for a payload ``decode_data`` read: same events, without per-metric objects
-        other than the ``Reading`` (aliases only, no names, no properties, no nulls).
-
-        First the columnar path (``_block``): a message of live values whose aliases resolve as they did
-        for the last message of the same shape becomes one ``ReadingBlock`` with no per-value Python.
-        Anything it does not take (historical values, declared datatypes, unknown aliases, a value of
-        an unexpected type) goes through the loop below, which says exactly what is wrong."""
-        block = self._block(node, device, payload, message)
-        if block is not None:
-            return [Data(node.group, node.node, device, block, False, duplicate)]
+        other than the ``Reading`` (aliases only, no names, no properties, no nulls)."""
         points = node.node_points if device is None else node.devices[device].points
         aliases = node.aliases
         default_ts = _or(payload.timestamp, message.received_ms)
@@ -812,7 +809,7 @@ def _shape(node: _Node, device: str | None, aliases: tuple[int, ...]) -> _Shape 
             return None
         native = _NATIVE.get(point.datatype)
         if native is None:
-            if point.datatype not in _INTEGERS:
+            if point.datatype not in _INTEGERS:  # codec's: varints that ``coerce`` range-checks
                 return None
             native = int
             fix.append((index, point.datatype))
@@ -829,19 +826,6 @@ _NATIVE: Final[dict[SpDataType, type]] = {
     SpDataType.Boolean: bool,
 }
 """Datatypes whose raw wire value (of this Python type) ``coerce`` returns unchanged."""
-_INTEGERS: Final = frozenset(
-    {
-        SpDataType.Int8,
-        SpDataType.Int16,
-        SpDataType.Int32,
-        SpDataType.Int64,
-        SpDataType.UInt8,
-        SpDataType.UInt16,
-        SpDataType.UInt32,
-        SpDataType.UInt64,
-    }
-)
-"""Datatypes whose wire value is a varint that ``coerce`` range-checks (and sign-converts)."""
 _MAX_TOPICS: Final = 65_536
 """Parsed topics remembered (a city has ~10 per room); parsing one cost ~0.5 µs per value received."""
 _LAYOUT_TRIES: Final = 8
