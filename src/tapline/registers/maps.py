@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -194,26 +194,26 @@ def format_validation_error(source: str, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 def load_map_file(path: Path) -> RegisterMap:
     """Load and validate one register-map YAML file; MapError names the file and field on failure."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise MapError(f"{path}: cannot read register map: {exc}") from exc
-    try:
-        return RegisterMap.model_validate(raw)
-    except ValidationError as exc:
-        raise MapError(format_validation_error(str(path), exc)) from exc
+    return _load(path, RegisterMap)
 
 
 def load_concentrator_file(path: Path) -> ConcentratorMap:
     """Load and validate one concentrator map file; MapError names the file and field on failure."""
+    return _load(path, ConcentratorMap)
+
+
+def _load(path: Path, model: type[_Model]) -> _Model:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise MapError(f"{path}: cannot read register map: {exc}") from exc
     try:
-        return ConcentratorMap.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise MapError(format_validation_error(str(path), exc)) from exc
 
