@@ -85,7 +85,9 @@ class ReadingBlock(Sequence[Reading]):
     points message after message, so ``points`` is usually one shared tuple (cached per alias list by
     the host tracker) and nothing here is per value. Consumers on the hot path read the columns
     (``rows_of``, ``points``); everything else sees an ordinary immutable sequence of ``Reading``,
-    equal to the tuple of the same readings.
+    equal to the tuple of the same readings. Values are numbers and booleans only (the tracker makes
+    blocks of those alone): the writer stores a block without a per-value type check, so a text value
+    travels as a ``Reading``.
     """
 
     __slots__ = ("points", "quality", "ts", "values")
