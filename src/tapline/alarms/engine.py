@@ -14,6 +14,13 @@ Rules:
   point. Process checks that read such a point freeze: they keep their state and drop a pending delay.
 - A reading older than the last one evaluated for its point is ignored. Historical (backfilled) data
   must not be fed here: alarms are about now.
+- A reading equal to the point's last one (value and quality) skips the checks whose verdict depends on
+  the room's latest values alone (``plan._STEADY``: deviations, discretes and aggregates without working
+  hours, pump curves) when nothing is pending on them: a full-refresh stream (every point every
+  second) would otherwise re-run each of them per input per second for the same answer. Every change
+  of an input, of a suppressor (``_resuppress``) or of the check's own state still evaluates it.
+  ``skip_unchanged=False`` evaluates everything every time: the reference the differential test
+  compares with.
 - Delays run on reading timestamps (edge and cloud clocks are NTP-synchronised); a commit is dated
   when its delay ran out. Design suppression is decided when an alarm activates and again whenever a
   point it reads changes; it reads GOOD or STALE values (the last thing known), never BAD ones.
@@ -80,6 +87,7 @@ class AlarmEngine:
         id_prefix: str = "AL",
         silence_scan_ms: int = 10_000,
         grouping: Grouping | None = None,
+        skip_unchanged: bool = True,
     ) -> None:
         self.template = template if template is not None else load_template()
         self._profiles = dict(profiles or {})
@@ -96,6 +104,7 @@ class AlarmEngine:
         self.grouping = grouping
         self._grouped: dict[str, LiveAlarm] = {}
         self._maintenance: set[str] = set()  # rooms out of service, also before the engine met them
+        self._skip_unchanged = skip_unchanged
 
     # ------------------------------------------------------------------ rooms
     def configure(self, site: str, district: str, profile: RoomProfile | None = None) -> None:
@@ -129,7 +138,7 @@ class AlarmEngine:
         out: list[AlarmEvent] = []
         room = self._room(site, district)
         plan, points, devices = room.plan, room.points, room.devices
-        paths, states = plan.paths, room.states
+        paths, states, skip = plan.paths, room.states, self._skip_unchanged
         for path, ts, value, quality in rows_of(readings):
             pp = paths.get(path)
             if pp is None:
@@ -173,6 +182,8 @@ class AlarmEngine:
                         continue
                     if raw and check.suppress and slot not in room.alarms and suppressed(room, check):
                         raw = False
+                elif not changed and check.steady and st.raw is st.cond and skip:
+                    continue  # nothing it reads has changed since its last verdict, and nothing pends
                 else:
                     raw = verdict(room, check, st, ts)
                 self._step(room, check, st, raw, ts, out)

@@ -42,6 +42,13 @@ class Kind(IntEnum):
     FLATLINE = 10
 
 
+_STEADY = frozenset({Kind.DEVIATION, Kind.DISCRETE, Kind.AGGREGATE, Kind.PUMP_CURVE})
+"""Kinds whose verdict is a function of the room's latest values, its facts and the hysteresis alone:
+no clock (unless working hours), no memory of past samples. Re-evaluating one on a reading that changed
+nothing gives the verdict it already has, so the engine skips it (``AlarmEngine``, ``skip_unchanged``).
+RATE, FLATLINE and REFILL remember samples and time; LIMIT and INSTRUMENT have their own fast paths."""
+
+
 @dataclass(slots=True, eq=False)
 class Check:
     """One alarm's evaluation, shared by every room of a plan. Fields by kind:
@@ -75,6 +82,7 @@ class Check:
     suppress: tuple[tuple[str, Condition], ...] = ()
     members: list[str] = field(default_factory=list)
     all_members: bool = True
+    steady: bool = False  # the verdict depends only on the room's latest values (see ``_STEADY``)
 
 
 @dataclass(slots=True, eq=False)
@@ -156,6 +164,7 @@ class Plan:
     def _new(self, rule: Rule, kind: Kind, subject: str, device: str = "", **values: object) -> Check:
         check = Check(len(self.checks), rule, kind, subject, device, **values)  # type: ignore[arg-type]
         check.on_delay, check.off_delay = _ms(rule.on_delay_s), _ms(rule.off_delay_s)
+        check.steady = kind in _STEADY and check.hours is None
         check.suppress = tuple((c.point.replace("{device}", device), c) for c in rule.suppressed_when)
         for path, _ in check.suppress:
             self._suppressors.setdefault(path, []).append(check)  # the list PointPlan.suppressors shares
