@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from tapline import __version__, logs
 from tapline.edge.config import ConfigError
 from tapline.sim.api_client import SimApiError
+from tapline.store.errors import StoreConfigurationError, StoreError
 
 NOTIFY_HELP = "alarm notification config: webhook/email recipients, escalation (docs/notify.example.yaml)"
 
@@ -478,6 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 2
     except SimApiError as exc:
+        print(f"{_name(args)}: {exc}", file=sys.stderr)
+        return 1
+    except StoreConfigurationError as exc:  # the URL can never work: say so, no traceback
+        print(f"{_name(args)}: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:  # the database is down or refused us at start: a supervisor restarts
         print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 1
     return 0
