@@ -173,3 +173,39 @@ def test_a_rebirth_that_moves_an_alias_is_not_read_with_the_old_names() -> None:
     events = host.on_message(topic("DDATA", "plc"), payload(1, Metric(alias=alias, value=0.4)), NOW + 20)
     assert any(isinstance(e, Rejected) for e in events)
     assert not any(isinstance(e, Data) for e in events)
+
+
+def test_a_full_refresh_room_records_each_layout_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fleet rooms (7–9 devices, every point every second) re-use their layouts: once the seq has been
+    through 0..255 (one-byte and two-byte varints: every message size twice), no message needs a
+    layout recorded again. With too small a table per node (16 was: a 4-pump room needs 18) the
+    layouts thrash and every few seconds a message is decoded twice."""
+    from tapline.sim.district import DistrictSupply
+    from tapline.sim.fleet import FleetSpec, RoomFeed, plan_rooms
+    from tapline.sparkplug.layout import layout_of
+
+    recorded: list[int] = []
+
+    def counting(data: bytes) -> Layout | None:
+        recorded.append(period)
+        return layout_of(data)
+
+    monkeypatch.setattr(host_session, "layout_of", counting)
+    spec = FleetSpec(sites=20, points=80, report="all", cycle=10)  # PR-0014: 4 pumps
+    feeds = [
+        RoomFeed(p, spec, DistrictSupply(p.district, spec.seed), spec.offset_ms(p.index, spec.sites))
+        for p in plan_rooms(spec)
+    ]
+    host = HostTracker()
+    data = 0
+    for period in range(100):
+        for feed in feeds:
+            if feed.session is None:
+                feed.new_session()
+            at = 1_767_225_600_000 + feed.offset_ms + period * 1000
+            feed.sample(at, step=period > 0)
+            for name, body in feed.report() if feed.born else feed.births(at):
+                data += sum(isinstance(e, Data) for e in host.on_message(name, body, at))
+    assert data >= 20 * 7 * 99  # every device's message (7–9 a room) every period was data
+    assert recorded, "the layouts were recorded at first sight"
+    assert max(recorded) < 50, f"layouts recorded again in periods {sorted(set(recorded))[-5:]}"
