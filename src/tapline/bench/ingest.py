@@ -372,8 +372,9 @@ async def run_ingest_bench(bench: IngestBench) -> dict[str, Any]:
             import json
 
             report = json.loads(fleet_json.read_text())
-            published = round(float(report["values_per_s"]) * float(report["run_s"]))
-        # drain: until the stored count reaches what was published or stops moving for 5 s
+            published = int(report["values"])  # exact: a rate × a time, rounded, was 1 over at times
+        # drain: until the stored count reaches what was published or stops moving for 5 s (then the
+        # 5 s are counted: a drain of 5.2 s means the count never reached ``published``)
         last, still_since = -1, time.monotonic()
         while time.monotonic() - ended < bench.drain_timeout_s:
             extra = await workers.counters()

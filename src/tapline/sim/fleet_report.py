@@ -83,6 +83,7 @@ class FleetReport:
             "connections": self.connections,
             "report": self.report,
             "run_s": round(self.run_s, 3),
+            "values": int(self.total("values")),
             "messages_per_s": round(self.total("messages") / run_s, 1),
             "values_per_s": round(self.total("values") / run_s, 1),
             "expected_values_per_s": round(self.expected_values_per_s, 1),

@@ -55,4 +55,6 @@ async def test_two_workers_store_every_recorded_value_once(
     assert result["duplicated"] == 0
     assert result["unexpected"] == 0
     assert result["stored_values"] == result["recorded_keys"]
+    assert result["published_values"] == result["recorded_keys"]  # the fleet's own exact count
+    assert result["drain_s"] < 5.0  # caught up, not "the count stopped moving for 5 s"
     assert result["cpu_s"]["other_workers"] > 0  # the second worker really ingested its districts
