@@ -3,8 +3,10 @@ with decode and R7 on their own, then every reference wired as ``measure_referen
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,8 +37,19 @@ def test_transport_latency_reference_times_every_message(mqtt_url: str, unique_g
 
 
 def test_measure_references_reports_r2_decode_and_r7_beside_the_others(
-    mqtt_url: str, unique_group: str, tmp_path: Path
+    mqtt_url: str, unique_group: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tapline.bench import writer_ref
+    from tapline.runtime import GC_THRESHOLDS
+
+    seen: list[tuple[int, ...]] = []
+    real = writer_ref.writer_reference
+
+    async def spy(db: str, count: int) -> dict[str, Any]:
+        seen.append(gc.get_threshold())
+        return await real(db, count)
+
+    monkeypatch.setattr(writer_ref, "writer_reference", spy)
     fleet = tmp_path / "fleet.json"
     fleet.write_text(
         json.dumps({"messages_per_s": 300.0, "bytes_per_s": 300.0 * 209, "values_per_s": 3_000.0})
@@ -45,7 +58,11 @@ def test_measure_references_reports_r2_decode_and_r7_beside_the_others(
         sites=10, points=10, interval=1.0, duration=1.0, broker=mqtt_url, db=f"sqlite:///{tmp_path / 'x.db'}"
     )
     counts = ReferenceCounts(messages=2_000, decoded_messages=2_000, latency_s=1.0)
+    thresholds = gc.get_threshold()
     out = measure_references(bench, fleet, unique_group, 1_000, 2_000.0, 25.0, counts)
+    assert gc.get_threshold() == thresholds  # R5w ran under serve's GC settings, then they were restored
+    assert out["storage_writer"]["gc_tuned"] is bench.gc_tuned is True
+    assert seen == [GC_THRESHOLDS]
     decode = out["python_decode"]
     assert decode["received"] == 2_000
     assert out["ratio_r2_decode"] == round(2_000.0 / decode["values_per_s"], 4)
