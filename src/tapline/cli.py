@@ -475,16 +475,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
         return 0
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, StoreConfigurationError) as exc:  # can never work as given
         print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 2
-    except SimApiError as exc:
-        print(f"{_name(args)}: {exc}", file=sys.stderr)
-        return 1
-    except StoreConfigurationError as exc:  # the URL can never work: say so, no traceback
-        print(f"{_name(args)}: {exc}", file=sys.stderr)
-        return 2
-    except StoreError as exc:  # the database is down or refused us at start: a supervisor restarts
+    except (SimApiError, StoreError) as exc:  # e.g. the database is down: a supervisor restarts us
         print(f"{_name(args)}: {exc}", file=sys.stderr)
         return 1
     return 0
