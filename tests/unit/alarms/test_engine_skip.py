@@ -37,6 +37,9 @@ def _choices(value: Value) -> list[Value]:
     return [value, number * 0.5, number * 1.5, number + 0.06, 0.0]
 
 
+CHOICES = {path: _choices(value) for path, value in HEALTHY.items()}
+
+
 # One step of a room's life: a message of readings, a tick, a device's death or birth, or an ack.
 _reading = st.tuples(
     st.sampled_from(PATHS),
@@ -65,7 +68,7 @@ def _run(steps: list[tuple[object, ...]], skip: bool) -> tuple[list[list[AlarmEv
             _, advance, readings = step
             now += advance  # type: ignore[operator]
             batch = [
-                Reading(path, now, _choices(HEALTHY[path])[pick % len(_choices(HEALTHY[path]))], quality)
+                Reading(path, now, CHOICES[path][pick % len(CHOICES[path])], quality)
                 for path, pick, quality in readings  # type: ignore[attr-defined]
             ]
             events.append(engine.evaluate(SITE, DISTRICT, batch, now))
